@@ -1,5 +1,3 @@
-"""Shared fixtures: a fixed clock, throwaway projects, and the SMTP server plugin."""
+"""Shared fixtures: a fixed clock and throwaway projects."""
 
 from __future__ import annotations
-
-pytest_plugins = ["tests.smtpd_fixture"]
