@@ -1,0 +1,1 @@
+"""Stage "dispatch": message assembly, the send run (ledger, rate limits, retries)."""

@@ -1,0 +1,209 @@
+"""The dispatcher: workers pull pending deliveries, send, and checkpoint each one in the ledger.
+
+Policy lives here, the wire in the senders. Guarantees (docs/reliability.md):
+- a delivery is recorded as sent only after the server or API accepted it;
+- each worker waits for that record to be committed before it sends anything else, so after a
+  crash at most ``concurrency × batch`` accepted messages can lack their record (and be sent
+  again on resume); with SMTP (batch 1) that is at most one message per connection;
+- transient failures stay pending and are retried in later passes with exponential backoff and
+  jitter (Retry-After honoured); permanent ones are recorded with their reason;
+- after ``max_consecutive_errors`` failures in a row the run stops instead of burning the list.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from newsletter.deliver.ratelimit import RateLimiter
+from newsletter.errors import PermanentSendError
+from newsletter.models import DeliveryStatus
+from newsletter.senders.base import Message, Outcome, Result, Sender
+from newsletter.state.ledger import DeliveryOutcome, PendingDelivery
+
+
+class WorkSource(Protocol):
+    """Where deliveries come from and where their outcomes go (the ledger, or a dry run)."""
+
+    def pages(self) -> Iterator[Sequence[PendingDelivery]]: ...
+    def record(self, outcomes: Sequence[DeliveryOutcome]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    concurrency: int = 4
+    batch_size: int = 1
+    max_attempts: int = 5
+    max_consecutive_errors: int = 50
+    backoff_base: float = 2.0  # seconds before the second pass; doubles each pass
+    backoff_max: float = 300.0
+
+
+@dataclass
+class RunReport:
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0  # transient failures left pending for a later pass
+    passes: int = 0
+    stopped: str = ""  # why the run stopped early ("" when it finished)
+    errors: list[str] = field(default_factory=list)
+
+
+class _Committer:
+    """Group commit: outcomes from all workers go to the ledger in one transaction each round."""
+
+    def __init__(self, source: WorkSource) -> None:
+        self.source = source
+        self.lock = threading.Lock()
+
+    def record(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        # SQLite serialises writers anyway; one lock keeps PostgreSQL runs just as orderly and
+        # the caller returns only once its outcomes are durable.
+        with self.lock:
+            self.source.record(outcomes)
+
+
+class Dispatcher:
+    def __init__(self, source: WorkSource, sender: Sender,
+                 build: Callable[[PendingDelivery], Message], policy: Policy, *,
+                 limiter: RateLimiter | None = None, stop: threading.Event | None = None,
+                 progress: Callable[[RunReport], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None) -> None:
+        self.source = source
+        self.sender = sender
+        self.build = build
+        self.policy = policy
+        self.limiter = limiter or RateLimiter(None)
+        self.stop = stop or threading.Event()
+        self.progress = progress
+        self.sleep = sleep
+        self.rng = rng or random.Random(0)
+        self.report = RunReport()
+        self.committer = _Committer(source)
+        self.lock = threading.Lock()
+        self.consecutive = 0
+        self.retry_after = 0.0
+        self.abort = threading.Event()
+
+    def run(self) -> RunReport:
+        for attempt in range(self.policy.max_attempts):
+            if attempt:
+                delay = max(self.retry_after, self._backoff(attempt))
+                self.retry_after = 0.0
+                if self._wait(delay):
+                    break
+            retried_before = self.report.retried
+            self.report.passes += 1
+            self._pass(final=attempt == self.policy.max_attempts - 1)
+            if self.abort.is_set() or self.stop.is_set():
+                break
+            if self.report.retried == retried_before:
+                break  # nothing transient left
+        if self.stop.is_set() and not self.report.stopped:
+            self.report.stopped = "stopped by signal; run the same command again to resume"
+        return self.report
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (attempt - 1))
+        return base * (0.5 + self.rng.random() / 2)  # "equal jitter": spread retries out
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep in small steps so a stop request is honoured; True if stopped."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self.stop.is_set():
+                return True
+            self.sleep(min(left, 0.5))
+        return self.stop.is_set()
+
+    def _pass(self, final: bool) -> None:
+        work: queue.Queue[list[PendingDelivery] | None] = queue.Queue(
+            maxsize=self.policy.concurrency * 2)
+        workers = [threading.Thread(target=self._worker, args=(work, final), daemon=True,
+                                    name=f"send-{i}") for i in range(self.policy.concurrency)]
+        for w in workers:
+            w.start()
+        try:
+            size = max(1, min(self.policy.batch_size, self.sender.max_batch))
+            for page in self.source.pages():
+                for i in range(0, len(page), size):
+                    while not self._halted():
+                        try:
+                            work.put(list(page[i:i + size]), timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+                    if self._halted():
+                        break
+                if self._halted():
+                    break
+        finally:
+            for _ in workers:
+                work.put(None)
+            for w in workers:
+                w.join()
+
+    def _halted(self) -> bool:
+        return self.stop.is_set() or self.abort.is_set()
+
+    def _worker(self, work: queue.Queue[list[PendingDelivery] | None], final: bool) -> None:
+        while (batch := work.get()) is not None:
+            if self._halted() or not self.limiter.acquire(len(batch), self.stop):
+                continue  # drain without sending: the rows stay pending for the next run
+            messages = [self.build(row) for row in batch]
+            try:
+                results = self.sender.send(messages)
+            except PermanentSendError as exc:
+                with self.lock:
+                    self.report.stopped = f"sender failed: {exc.message}"
+                    self.abort.set()
+                continue
+            self.committer.record(self._outcomes(batch, results, final))
+            if self.progress:
+                self.progress(self.report)
+
+    def _outcomes(self, batch: Sequence[PendingDelivery], results: Sequence[Result],
+                  final: bool) -> list[DeliveryOutcome]:
+        if len(results) != len(batch):
+            raise RuntimeError(f"{self.sender.name} returned {len(results)} results "
+                               f"for {len(batch)} messages")
+        outcomes = []
+        with self.lock:
+            for row, res in zip(batch, results, strict=True):
+                if res.outcome is Outcome.SENT:
+                    self.report.sent += 1
+                    self.consecutive = 0
+                    outcomes.append(DeliveryOutcome(row.id, DeliveryStatus.SENT,
+                                                    provider_id=res.provider_id))
+                    continue
+                self.consecutive += 1
+                gave_up = res.outcome is Outcome.PERMANENT or final or \
+                    row.attempts + 1 >= self.policy.max_attempts
+                if gave_up:
+                    self.report.failed += 1
+                    status = DeliveryStatus.FAILED
+                    error = res.error if res.outcome is Outcome.PERMANENT else \
+                        f"gave up after {row.attempts + 1} attempts: {res.error}"
+                else:
+                    self.report.retried += 1
+                    status, error = DeliveryStatus.PENDING, res.error
+                    if res.retry_after:
+                        self.retry_after = max(self.retry_after, res.retry_after)
+                        self.limiter.pause(res.retry_after)
+                outcomes.append(DeliveryOutcome(row.id, status, error=error[:500],
+                                                hard_bounce=res.hard_bounce))
+                if len(self.report.errors) < 20:
+                    self.report.errors.append(f"{row.email}: {res.error}")
+            limit = self.policy.max_consecutive_errors
+            if self.consecutive >= limit and not self.abort.is_set():
+                self.report.stopped = (f"stopped after {self.consecutive} consecutive errors "
+                                       f"(max_consecutive_errors = {limit}); last: "
+                                       f"{self.report.errors[-1] if self.report.errors else ''}")
+                self.abort.set()
+        return outcomes

@@ -1,0 +1,1 @@
+"""Stage "publish": the archive site, the feeds and the atomic writer."""

@@ -1,0 +1,1 @@
+"""Tests for the publish stage: archive pages, feeds, the atomic writer."""
