@@ -104,7 +104,6 @@ class ScheduleError(NewsletterError):
 def located(problems: list[Problem], what: str, cls: type[NewsletterError] = ContentError,
             hint: str | None = None) -> NewsletterError:
     """Build one error carrying every problem found, so the user fixes them in one pass."""
-    count = len(problems)
-    noun = "problem" if count == 1 else "problems"
-    return cls(f"{count} {noun} in {what}", hint=hint, problems=sorted(
-        problems, key=lambda p: (p.path, p.line or 0, p.message)))
+    ordered = sorted(problems, key=lambda p: (p.path, p.line or 0, p.message))
+    message = str(ordered[0]) if len(ordered) == 1 else f"{len(ordered)} problems in {what}"
+    return cls(message, hint=hint, problems=ordered)

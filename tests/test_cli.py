@@ -1,0 +1,97 @@
+"""The command line: thin commands, user errors as `path:line: message` with exit 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+from tests.conftest import MakeProject, issue
+
+ENV = {"NEWSLETTER_NOW": "2024-06-01T00:00:00+00:00"}
+
+
+def run(root: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["-C", str(root), *args], env=ENV)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_build_editions_and_check(make_project: MakeProject):
+    config = make_project({"issues/a.md": issue("A", "2024-04-09", url="https://x.org/a")})
+    code, out, _ = run(config.root, "build")
+    assert code == 0 and "1 editions: 1 rendered" in out
+    code, out, _ = run(config.root, "build")
+    assert code == 0 and "up to date" in out
+    code, out, _ = run(config.root, "editions", "--json")
+    assert json.loads(out) == [{"number": 1, "key": "2024-W15", "title": "Test Digest #1",
+                                "start": "2024-04-08", "end": "2024-04-14", "items": 1,
+                                "state": "published"}]
+    code, out, err = run(config.root, "check")
+    assert code == 0 and out.startswith("ok: 1 editions, 1 issue files checked"), (out, err)
+
+
+def test_check_reports_all_bad_files_without_traceback(make_project: MakeProject):
+    config = make_project({
+        "issues/a.md": "---\ntitle: A\n---\nno date\n",
+        "issues/b.md": '---\ntitle: "B"\ndate: soon\n---\n',
+        "issues/c.md": "no front matter at all\n",
+    })
+    code, out, err = run(config.root, "check")
+    assert code == 1
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert any(line.startswith("issues/a.md:1:") for line in lines), err
+    assert any(line.startswith("issues/b.md:3:") for line in lines), err
+    assert any(line.startswith("issues/c.md:1:") for line in lines), err
+
+
+def test_build_error_exit_code_in_a_real_process(make_project: MakeProject):
+    config = make_project({"issues/a.md": "---\ntitle: [x\n---\n"})
+    proc = subprocess.run([sys.executable, "-m", "newsletter", "-C", str(config.root), "build"],
+                          capture_output=True, text=True, env={**os.environ, **ENV}, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("issues/a.md:")
+    assert "Traceback" not in proc.stderr
+
+
+def test_new_creates_an_issue_and_never_overwrites(make_project: MakeProject):
+    config = make_project()
+    code, out, _ = run(config.root, "new", "Mamba: Linear-Time Sequence Modeling",
+                       "--url", "https://arxiv.org/abs/2312.00752")
+    assert code == 0
+    first = config.root / out.strip()
+    assert first.is_file() and "https://arxiv.org/abs/2312.00752" in first.read_text()
+    code, out2, _ = run(config.root, "new", "Mamba: Linear-Time Sequence Modeling")
+    assert code == 0 and out2.strip() != out.strip()
+    code, _, _ = run(config.root, "check")
+    assert code == 0
+
+
+def test_init_scaffolds_and_refuses_to_overwrite(tmp_path: Path):
+    target = tmp_path / "digest"
+    code, out, _ = run(tmp_path, "init", str(target))
+    assert code == 0 and "config.toml" in out
+    code, out, _ = run(target, "build")
+    assert code == 0, out
+    assert (target / "public" / "feed.xml").is_file()
+    before = (target / "config.toml").read_text()
+    code, _, err = run(tmp_path, "init", str(target))
+    assert code == 1 and "never overwrites" in err
+    assert (target / "config.toml").read_text() == before
+
+
+def test_help_is_available_for_every_command():
+    for name in cli.commands:  # type: ignore[attr-defined]
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output, name
+
+
+def test_every_command_is_documented_in_the_readme():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for name in cli.commands:  # type: ignore[attr-defined]
+        assert f"newsletter {name}" in readme, f"`newsletter {name}` is not in README.md"
