@@ -158,3 +158,7 @@ def init(directory: Path, title: str) -> None:
 
 def main() -> None:
     cli(prog_name="newsletter")
+
+
+# Register the delivery commands (send, status, subscribers) defined in their own module.
+import newsletter.cli_delivery  # noqa: E402, F401
