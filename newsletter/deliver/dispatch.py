@@ -15,12 +15,11 @@ from __future__ import annotations
 import queue
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from newsletter.deliver.ratelimit import RateLimiter
+from newsletter.deliver.ratelimit import RateLimiter, Timer
 from newsletter.errors import PermanentSendError
 from newsletter.models import DeliveryStatus
 from newsletter.senders.base import Message, Outcome, Result, Sender
@@ -73,8 +72,7 @@ class Dispatcher:
                  build: Callable[[PendingDelivery], Message], policy: Policy, *,
                  limiter: RateLimiter | None = None, stop: threading.Event | None = None,
                  progress: Callable[[RunReport], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None) -> None:
+                 timer: Timer | None = None, rng: random.Random | None = None) -> None:
         self.source = source
         self.sender = sender
         self.build = build
@@ -82,7 +80,7 @@ class Dispatcher:
         self.limiter = limiter or RateLimiter(None)
         self.stop = stop or threading.Event()
         self.progress = progress
-        self.sleep = sleep
+        self.timer = timer or Timer()
         self.rng = rng or random.Random(0)
         self.report = RunReport()
         self.committer = _Committer(source)
@@ -90,6 +88,7 @@ class Dispatcher:
         self.consecutive = 0
         self.retry_after = 0.0
         self.abort = threading.Event()
+        self.crash: BaseException | None = None
 
     def run(self) -> RunReport:
         for attempt in range(self.policy.max_attempts):
@@ -105,6 +104,8 @@ class Dispatcher:
                 break
             if self.report.retried == retried_before:
                 break  # nothing transient left
+        if self.crash is not None:
+            raise self.crash  # a bug in a sender or here: keep its traceback
         if self.stop.is_set() and not self.report.stopped:
             self.report.stopped = "stopped by signal; run the same command again to resume"
         return self.report
@@ -115,11 +116,13 @@ class Dispatcher:
 
     def _wait(self, seconds: float) -> bool:
         """Sleep in small steps so a stop request is honoured; True if stopped."""
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
+        left = seconds
+        while left > 0:
             if self.stop.is_set():
                 return True
-            self.sleep(min(left, 0.5))
+            step = min(left, 0.5)
+            self.timer.sleep(step)
+            left -= step
         return self.stop.is_set()
 
     def _pass(self, final: bool) -> None:
@@ -153,6 +156,15 @@ class Dispatcher:
         return self.stop.is_set() or self.abort.is_set()
 
     def _worker(self, work: queue.Queue[list[PendingDelivery] | None], final: bool) -> None:
+        try:
+            self._work(work, final)
+        except BaseException as exc:  # surfaced by run(); the other workers stop cleanly
+            self.crash = exc
+            self.abort.set()
+            while work.get() is not None:
+                pass
+
+    def _work(self, work: queue.Queue[list[PendingDelivery] | None], final: bool) -> None:
         while (batch := work.get()) is not None:
             if self._halted() or not self.limiter.acquire(len(batch), self.stop):
                 continue  # drain without sending: the rows stay pending for the next run

@@ -4,7 +4,34 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+
+
+class Timer:
+    """Real time: what the dispatcher and the rate limiter wait on."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class VirtualTimer(Timer):
+    """Simulated time for tests: sleeping advances the clock instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept = 0.0
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+            self.slept += seconds
 
 
 class RateLimiter:
@@ -14,14 +41,14 @@ class RateLimiter:
     """
 
     def __init__(self, rate: float | None, burst: float | None = None, *,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 timer: Timer | None = None) -> None:
         self.rate = rate
         self.capacity = burst if burst is not None else max(1.0, rate or 1.0)
         self.tokens = self.capacity
-        self.monotonic = monotonic
-        self.sleep = sleep
-        self.updated = monotonic()
+        timer = timer or Timer()
+        self.monotonic = timer.monotonic
+        self.sleep = timer.sleep
+        self.updated = self.monotonic()
         self.paused_until = 0.0
         self.lock = threading.Lock()
 

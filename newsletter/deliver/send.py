@@ -14,7 +14,7 @@ from newsletter.checks import CheckResult, lint_edition
 from newsletter.config import Config
 from newsletter.deliver.dispatch import Dispatcher, Policy, RunReport
 from newsletter.deliver.message import PreparedEdition
-from newsletter.deliver.ratelimit import RateLimiter
+from newsletter.deliver.ratelimit import RateLimiter, Timer
 from newsletter.errors import NewsletterError, SendError
 from newsletter.models import DeliveryStatus, Edition, RenderedEdition, SubscriberStatus
 from newsletter.pipeline import EditionRenderer, find_edition, load_and_group
@@ -113,7 +113,7 @@ def send_edition(config: Config, plan: SendPlan, *, db: Database,
                  environ: Mapping[str, str] | None = None,
                  stop: threading.Event | None = None,
                  progress: Callable[[RunReport], None] | None = None,
-                 sleep: Callable[[float], None] | None = None,
+                 timer: Timer | None = None,
                  now: datetime | None = None) -> SendReport:
     """Deliver a planned edition through the ledger (or as a test/dry run)."""
     errors = plan.check.errors()
@@ -152,9 +152,9 @@ def send_edition(config: Config, plan: SendPlan, *, db: Database,
         def build(row: PendingDelivery) -> Message:
             return prepared.message(row.email, row.name, row.subscriber_id)
 
-        limiter = RateLimiter(config.sender.rate, **({"sleep": sleep} if sleep else {}))
+        limiter = RateLimiter(config.sender.rate, timer=timer)
         dispatcher = Dispatcher(source, sender, build, _policy(config, sender), limiter=limiter,
-                                stop=stop, progress=progress, **({"sleep": sleep} if sleep else {}))
+                                stop=stop, progress=progress, timer=timer)
         report.run = dispatcher.run()
         if not dry_run:
             report.summary = Ledger(db).summary(plan.edition.number)
