@@ -333,7 +333,8 @@ class FrontMatter:
         node = self.nodes[key]
         try:
             return SafeConstructor().construct_document(node)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError,
+                IndexError, KeyError, AttributeError) as exc:
             # Explicit tags (!!int abc, !custom) are the only way construction can fail here.
             reason = getattr(exc, "problem", None) or str(exc)
             self._problem(node, f"{key}: cannot be read: {reason}")

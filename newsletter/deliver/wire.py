@@ -48,9 +48,11 @@ class SlottedBody:
         self.slots = len(touched) > 0
 
     def render(self, value: bytes) -> bytes:
+        return b"".join(self.parts(value))
+
+    def parts(self, value: bytes) -> list[bytes]:
+        """The encoded body as pieces, for a caller that joins a whole message only once."""
         if len(value) != self.width:
             raise ValueError(f"slot value must be {self.width} bytes, got {len(value)}")
-        out: list[bytes] = []
-        for seg in self.segments:
-            out.append(seg if isinstance(seg, bytes) else _encode_lines(value.join(seg)))
-        return b"".join(out)
+        return [seg if isinstance(seg, bytes) else _encode_lines(value.join(seg))
+                for seg in self.segments]

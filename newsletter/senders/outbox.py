@@ -47,6 +47,8 @@ class OutboxSender(Sender):
     @classmethod
     def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
                      **kwargs: Any) -> Self:
+        if kwargs:
+            raise TypeError(f"OutboxSender got unexpected arguments: {sorted(kwargs)}")
         problems: list[Problem] = []
 
         def problem(key: str, message: str) -> None:
@@ -67,7 +69,7 @@ class OutboxSender(Sender):
         if options.get("discard", False) or path == DISCARD_PATH:
             return cls(None)
         root = Path(str(options.get("_root", ".")))
-        return cls(root / path, fsync=bool(options.get("fsync", True)), **kwargs)
+        return cls(root / path, fsync=bool(options.get("fsync", True)))
 
     @property
     def discarding(self) -> bool:

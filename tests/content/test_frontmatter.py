@@ -224,3 +224,9 @@ def test_deep_nesting_is_refused_instead_of_crashing(tmp_path: Path) -> None:
         "issues/a.md:2: front matter nests more than 100 levels deep"]
     got = load_one(tmp_path, issue(GOOD + "deep: " + "[" * 50 + "]" * 50 + "\n"))
     assert str(got.extra["deep"]).startswith("[[[[")
+
+
+def test_explicit_tags_with_empty_values_are_located_errors(tmp_path: Path) -> None:
+    # Found by hypothesis: PyYAML's int constructor raised IndexError on "!!int" with no value.
+    found = problems(tmp_path, {"issues/a.md": "---\ntitle: !!int\ndate: 2024-04-15\n---\n"})
+    assert found and found[0].startswith("issues/a.md:2: title")
