@@ -63,11 +63,11 @@ class SiteFacts:
 
 def site_facts(config: Config, grouping: Grouping) -> SiteFacts:
     """Facts from a grouping made with ``drafts=True`` (so draft issues are visible)."""
-    from newsletter.pipeline import _assets  # the build's own list, so both always agree
+    from newsletter.pipeline import site_assets  # the build's own list, so both always agree
 
     drafts = {e.key: tuple(i for i in e.issues if i.draft) for e in grouping.editions}
     return SiteFacts(editions=frozenset(e.number for e in grouping.editions if not e.draft),
-                     files=frozenset(rel for rel, _ in _assets(config)),
+                     files=frozenset(rel for rel, _ in site_assets(config)),
                      drafts={k: v for k, v in drafts.items() if v})
 
 
@@ -236,27 +236,27 @@ def _lint_links(config: Config, rendered: RenderedEdition, result: CheckResult,
         if url in checked or url == UNSUBSCRIBE_PLACEHOLDER or url.startswith(_NOT_LINKS):
             continue
         checked.add(url)
-        level, problem = _judge(config, url, ed, parsed.ids, site, rendered.web_html)
+        level, problem = _judge(config, url, kind, ed, parsed.ids, site, rendered.web_html)
         if problem:
             path, line = sources.find(url)
-            result.add(level, path, line, f"{label}: {problem} ({kind}): {url}")
+            result.add(level, path, line, f"{label}: {problem}: {url}")
 
 
-def _judge(config: Config, url: str, ed: Edition, ids: set[str], site: SiteFacts,
+def _judge(config: Config, url: str, kind: str, ed: Edition, ids: set[str], site: SiteFacts,
            web_html: str) -> tuple[str, str | None]:
     """(level, what is wrong with one URL in the email) or (_, None) when it is fine."""
     if url.startswith("#"):
         if unquote(url[1:]) not in ids:
-            return "warning", "broken anchor: no element with that id in the email"
+            return "warning", "broken anchor (no element in the email has this id)"
         return "", None
     parts = urlsplit(url)
     if not parts.scheme:
-        return "error", "relative URL (mail clients have no page to resolve it against)"
+        return "error", f"relative {kind} (a mail client has no page to resolve it against)"
     if parts.scheme not in ("http", "https"):
-        return "error", "not a web URL"
+        return "error", f"{kind} that is not a web address"
     host = (parts.hostname or "").lower()
     if host in _LOCAL_HOSTS or host.endswith((".local", ".localhost")):
-        return "error", "link to a local address"
+        return "error", f"{kind} on a local address"
     base = config.base_url
     if not url.startswith(base) or url.startswith(config.unsubscribe_prefix):
         return "", None
@@ -265,14 +265,14 @@ def _judge(config: Config, url: str, ed: Edition, ids: set[str], site: SiteFacts
     if page:
         number = int(page.group(1))
         if number != ed.number and number not in site.editions:
-            return "error", f"broken internal link: there is no edition {number}"
+            return "error", f"broken internal {kind} (there is no edition {number})"
         if number == ed.number and parts.fragment and \
                 f'id="{parts.fragment}"' not in web_html:
-            return "warning", f"broken anchor: #{parts.fragment} is not on the archive page"
+            return "warning", f"broken anchor (#{parts.fragment} is not on the archive page)"
         return "", None
     owned = rel in SITE_FILES or rel.startswith(("editions/", "assets/"))
     if owned and rel not in SITE_FILES and rel not in site.files:
-        return "error", "broken internal link: the build does not produce this page or file"
+        return "error", f"broken internal {kind} (the build does not publish this page or file)"
     return "", None  # other paths may be served by another part of the site
 
 

@@ -156,6 +156,27 @@ def init(directory: Path, title: str) -> None:
         click.echo(f"created {path}")
 
 
+@cli.command()
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; the default keeps the preview on this machine.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the preview in a web browser.")
+@click.pass_context
+@handle_errors
+def preview(ctx: click.Context, port: int, host: str, open_browser: bool) -> None:
+    """Serve a live preview of every edition, drafts and the open one included.
+
+    \b
+    Email at 375 px and desktop width, light/dark, plain text, headers, archive page,
+    feed entry and pre-send checks; saving a file reloads the page. Nothing is written or sent.
+    Example: newsletter preview --open
+    """
+    from newsletter.preview.command import serve_preview
+
+    serve_preview(ctx.obj["root"], host, port, open_browser)
+
+
 def main() -> None:
     cli(prog_name="newsletter")
 

@@ -1,4 +1,4 @@
-"""The pipeline as plain functions: load → group → render → publish. Build, preview and send share it."""
+"""The pipeline as plain functions: load → group → render → publish, shared by every command."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from newsletter import clock
 from newsletter.config import Config
@@ -78,7 +79,7 @@ class EditionRenderer:
         return rendered
 
 
-def _assets(config: Config) -> list[tuple[str, Path]]:
+def site_assets(config: Config) -> list[tuple[str, Path]]:
     """Files copied verbatim: non-Markdown files under issues/ → assets/, static/ → /."""
     found: list[tuple[str, Path]] = []
     issues_dir = config.root / config.build.issues_dir
@@ -110,7 +111,7 @@ def build(config: Config, *, out: Path | None = None, drafts: bool = False,
     editions = list(grouping.editions)
     report.editions = len(editions)
     er = EditionRenderer(config, grouping)
-    assets = _assets(config)
+    assets = site_assets(config)
     asset_sig = {rel: [p.stat().st_size, p.stat().st_mtime_ns] for rel, p in assets}
     manifest_path = _manifest_path(config, out)
     previous = _read_manifest(manifest_path)
@@ -157,7 +158,7 @@ def build(config: Config, *, out: Path | None = None, drafts: bool = False,
     return report
 
 
-def _read_manifest(path: Path) -> dict[str, object]:
+def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

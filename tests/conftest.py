@@ -11,6 +11,9 @@ import pytest
 from newsletter import clock
 from newsletter.config import Config, load_config
 
+# The real SMTP server (aiosmtpd on loopback) for every test folder.
+pytest_plugins = ["tests.smtpd_fixture"]
+
 BASE_CONFIG = """\
 [newsletter]
 title = "Test Digest"

@@ -54,17 +54,51 @@ class RunReport:
 
 
 class _Committer:
-    """Group commit: outcomes from all workers go to the ledger in one transaction each round."""
+    """Group commit: outcomes from all workers go to the ledger in one transaction each round.
+
+    A worker that finds no commit running takes everything queued so far and commits it; the
+    workers that hand in outcomes meanwhile wait and go together in the next transaction. One
+    transaction at a time keeps SQLite (one writer) and PostgreSQL runs orderly, and with many
+    workers the fsync per commit is shared instead of paid per batch. Every caller returns only
+    once its own outcomes are durable, and gets the commit's exception if it failed.
+    """
 
     def __init__(self, source: WorkSource) -> None:
         self.source = source
-        self.lock = threading.Lock()
+        self.cond = threading.Condition()
+        self.queued: list[DeliveryOutcome] = []
+        self.round = 0  # the round now collecting outcomes
+        self.done = -1  # the last round that finished (committed or failed)
+        self.committing = False
+        self.failures: dict[int, BaseException] = {}
 
     def record(self, outcomes: Sequence[DeliveryOutcome]) -> None:
-        # SQLite serialises writers anyway; one lock keeps PostgreSQL runs just as orderly and
-        # the caller returns only once its outcomes are durable.
-        with self.lock:
-            self.source.record(outcomes)
+        with self.cond:
+            self.queued.extend(outcomes)
+            mine = self.round
+            while self.committing and self.done < mine:
+                self.cond.wait()
+            if self.done >= mine:  # another worker committed our round
+                failure = self.failures.get(mine)
+                if failure is not None:
+                    raise failure
+                return
+            self.committing = True
+            batch, self.queued = self.queued, []
+            self.round += 1
+        failure = None
+        try:
+            self.source.record(batch)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            with self.cond:
+                if failure is not None:
+                    self.failures[mine] = failure
+                self.done = mine
+                self.committing = False
+                self.cond.notify_all()
 
 
 class Dispatcher:
