@@ -22,7 +22,7 @@ from newsletter.errors import SendError
 def graceful_stop() -> Iterator[threading.Event]:
     """SIGINT/SIGTERM ask the run to stop after the messages in flight; a second one kills."""
     stop = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():

@@ -215,7 +215,7 @@ class _Reader:
         if choices and value not in choices:
             self.problem(section, key, f"must be one of {', '.join(choices)}; got {value!r}")
             return default
-        if "\r" in value or "\n" in value and key not in ("description", "command"):
+        if ("\r" in value or "\n" in value) and key not in ("description", "command"):
             self.problem(section, key, "must not contain line breaks")
             return default
         return value
@@ -254,7 +254,7 @@ class _Reader:
 
 
 def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
-    """Apply NEWSLETTER_<SECTION>__<KEY>[__<KEY>] variables (values parsed as TOML if they can be)."""
+    """Apply NEWSLETTER_<SECTION>__<KEY>[__<KEY>] variables (values parsed as TOML if possible)."""
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
@@ -284,7 +284,8 @@ def load_config(root: Path | str = ".", environ: Mapping[str, str] | None = None
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{rel}: not found in {root}",
-                          hint="run `newsletter init DIR` to create a project, or cd into one") from None
+                          hint="run `newsletter init DIR` to create a project, or cd into one"
+                          ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{rel}: cannot be read: {exc}") from exc
     try:
@@ -329,7 +330,8 @@ def parse_config(data: dict[str, Any], root: Path, *, text: str = "",
 
         Locale.parse(language, sep="-")
     except (UnknownLocaleError, ValueError):
-        r.problem("newsletter", "language", f"unknown language tag {language!r} (use BCP 47: en, zh-CN)")
+        r.problem("newsletter", "language",
+                  f"unknown language tag {language!r} (use BCP 47: en, zh-CN)")
         language = "en"
     newsletter = NewsletterSection(
         title=r.str_(t, "newsletter", "title", "Newsletter", required=True),
@@ -381,9 +383,9 @@ def parse_config(data: dict[str, Any], root: Path, *, text: str = "",
     cron = r.str_(t, "schedule", "cron", "")
     if cron:
         try:
-            from apscheduler.triggers.cron import CronTrigger
+            from newsletter.schedule import cron_trigger
 
-            CronTrigger.from_crontab(cron, timezone=newsletter.timezone)
+            cron_trigger(cron, newsletter.tz)
         except ValueError as exc:
             r.problem("schedule", "cron", f"invalid cron expression {cron!r}: {exc}")
     schedule = ScheduleSection(cron=cron,
@@ -399,7 +401,8 @@ def parse_config(data: dict[str, Any], root: Path, *, text: str = "",
         r.problem("strings", None, "must hold one table of strings per language")
         strings = {}
     for name in ("serve", "preview"):
-        r.table(data, name, ("host", "port", "rate_limit"))
+        r.table(data, name, ("host", "port", "rate_limit", "trusted_proxies", "address_limit",
+                             "public_url"))
 
     if problems:
         raise located(problems, CONFIG_NAME, ConfigError)

@@ -1,4 +1,4 @@
-"""The data that flows through the pipeline: Issue → Edition → RenderedEdition → Message → Delivery."""
+"""The data flowing through the pipeline: Issue → Edition → RenderedEdition → Message."""
 
 from __future__ import annotations
 

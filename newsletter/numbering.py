@@ -1,4 +1,4 @@
-"""Stable edition numbers: editions.lock records every number ever published and is never rewritten."""
+"""Stable edition numbers: editions.lock records every number ever published."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def assign(keys_in_order: Iterable[str], lock: Mapping[str, int],
     numbers: dict[str, int] = {}
     ordered = list(keys_in_order)
     # Published keys first so provisional editions never take a number a real one needs.
-    for key in [k for k in ordered if k in persist_set] + [k for k in ordered if k not in persist_set]:
+    first = [k for k in ordered if k in persist_set]
+    for key in first + [k for k in ordered if k not in persist_set]:
         if key in new_lock:
             numbers[key] = new_lock[key]
             continue

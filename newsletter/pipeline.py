@@ -16,11 +16,13 @@ from newsletter.content import IssueCache, load_issues, load_notes
 from newsletter.editions import Grouping, group, load_lock, save_lock
 from newsletter.errors import NewsletterError
 from newsletter.models import Edition, RenderedEdition
-from newsletter.publish.feeds import build_feeds
+from newsletter.publish.feeds import ATOM_FILE, JSON_FEED_FILE, RSS_FILE, build_feeds
 from newsletter.publish.writer import SiteWriter
 from newsletter.render import Renderer
-from newsletter.render.cache import RenderCache, edition_key
+from newsletter.render.cache import RenderCache, edition_key, index_key
 from newsletter.render.env import templates_digest
+
+FEED_FILES = (RSS_FILE, ATOM_FILE, JSON_FEED_FILE)
 
 
 @dataclass
@@ -70,11 +72,11 @@ class EditionRenderer:
 
     def render(self, edition: Edition) -> RenderedEdition:
         key = self.keys[edition.number]
-        cached = self.cache.get(edition.number, key)
+        cached = self.cache.get(edition, key)
         if cached is not None:
             return cached
         rendered = self.renderer.render(edition, *self.neighbours(edition))
-        self.cache.put(edition.number, key, rendered)
+        self.cache.put(key, rendered)
         self.rendered_now.append(edition.number)
         return rendered
 
@@ -84,9 +86,10 @@ def site_assets(config: Config) -> list[tuple[str, Path]]:
     found: list[tuple[str, Path]] = []
     issues_dir = config.root / config.build.issues_dir
     for path in sorted(issues_dir.rglob("*")) if issues_dir.is_dir() else []:
+        if path.suffix == ".md":
+            continue  # most files are issues: skip them before paying a stat() each
         rel = path.relative_to(issues_dir)
-        if path.is_file() and path.suffix != ".md" and not any(
-                p.startswith((".", "_")) for p in rel.parts):
+        if path.is_file() and not any(p.startswith((".", "_")) for p in rel.parts):
             found.append(("assets/" + rel.as_posix(), path))
     static = config.root / "static"
     for path in sorted(static.rglob("*")) if static.is_dir() else []:
@@ -128,6 +131,9 @@ def build(config: Config, *, out: Path | None = None, drafts: bool = False,
         return report
 
     feed_window = sorted(editions, key=lambda e: (e.date, e.number))[-config.build.feed_limit:]
+    index = index_key(config.digest, er.templates, editions)
+    feeds = hashlib.sha256(json.dumps([config.digest, [er.keys[e.number] for e in feed_window]]
+                                      ).encode()).hexdigest()
     with SiteWriter(out) as site:
         for ed in editions:
             base = f"editions/{ed.number}/"
@@ -142,9 +148,13 @@ def build(config: Config, *, out: Path | None = None, drafts: bool = False,
             site.write(base + "email.txt", rendered.email_text)
             if progress:
                 progress(f"rendered edition {ed.number}: {ed.title}")
-        site.write("index.html", er.renderer.render_index(editions))
-        for name, data in build_feeds(config, [er.render(e) for e in feed_window]).items():
-            site.write(name, data)
+        # The index and the feeds are reused like editions when their inputs are unchanged:
+        # an edit to one issue's body changes neither the index nor a feed it is not in.
+        if previous.get("index") != index or not site.reuse("index.html"):
+            site.write("index.html", er.renderer.render_index(editions))
+        if previous.get("feeds") != feeds or not all(site.reuse(n) for n in FEED_FILES):
+            for name, data in build_feeds(config, [er.render(e) for e in feed_window]).items():
+                site.write(name, data)
         old_assets: dict[str, list[int]] = previous.get("assets", {})
         for rel, path in assets:
             if old_assets.get(rel) != asset_sig[rel] or not site.reuse(rel):
@@ -153,7 +163,8 @@ def build(config: Config, *, out: Path | None = None, drafts: bool = False,
         report.files_written, report.files_linked = site.written, site.linked
     report.rendered = sorted(er.rendered_now)
     save_lock(config, grouping)
-    _write_manifest(manifest_path, {"digest": digest, "assets": asset_sig,
+    _write_manifest(manifest_path, {"digest": digest, "assets": asset_sig, "index": index,
+                                    "feeds": feeds,
                                     "editions": {str(k): v for k, v in er.keys.items()}})
     return report
 

@@ -37,7 +37,8 @@ EXAMPLE = """\
 title: "Attention Is All You Need"
 date: 2017-06-12
 url: https://arxiv.org/abs/1706.03762
-authors: [Ashish Vaswani, Noam Shazeer, Niki Parmar, Jakob Uszkoreit, Llion Jones, Aidan N. Gomez, Łukasz Kaiser, Illia Polosukhin]
+authors: [Ashish Vaswani, Noam Shazeer, Niki Parmar, Jakob Uszkoreit, Llion Jones,
+  Aidan N. Gomez, Łukasz Kaiser, Illia Polosukhin]
 venue: NeurIPS
 year: 2017
 tags: [architectures]

@@ -35,7 +35,8 @@ def load_secret(env_name: str, environ: Mapping[str, str] | None = None) -> byte
         raise ConfigError(
             f"environment variable {env_name} is {'too short' if value else 'not set'}: "
             f"unsubscribe links need a secret of at least {MIN_SECRET_BYTES} bytes",
-            hint=f'export {env_name}="$(python -c "import secrets; print(secrets.token_urlsafe(32))")"')
+            hint=f'export {env_name}="$(python -c '
+                 f'"import secrets; print(secrets.token_urlsafe(32))")"')
     return value.encode()
 
 

@@ -52,7 +52,8 @@ def test_build_writes_every_output(make_project: MakeProject):
         "editions/2/index.html", "feed.json", "feed.xml", "index.html"]
     index = (out / "index.html").read_text()
     assert index.index("Test Digest #2") < index.index("Test Digest #1")  # newest first
-    for kind, href in (("rss+xml", "feed.xml"), ("atom+xml", "atom.xml"), ("feed+json", "feed.json")):
+    feeds = (("rss+xml", "feed.xml"), ("atom+xml", "atom.xml"), ("feed+json", "feed.json"))
+    for kind, href in feeds:
         assert f'type="application/{kind}"' in index
         assert f'href="https://digest.example.org/{href}"' in index
     page = (out / "editions/1/index.html").read_text()

@@ -41,7 +41,7 @@ def test_check_reports_all_bad_files_without_traceback(make_project: MakeProject
         "issues/b.md": '---\ntitle: "B"\ndate: soon\n---\n',
         "issues/c.md": "no front matter at all\n",
     })
-    code, out, err = run(config.root, "check")
+    code, _out, err = run(config.root, "check")
     assert code == 1
     assert "Traceback" not in err
     lines = err.splitlines()

@@ -145,8 +145,9 @@ class Dispatcher:
         return self.report
 
     def _backoff(self, attempt: int) -> float:
-        base = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (attempt - 1))
-        return base * (0.5 + self.rng.random() / 2)  # "equal jitter": spread retries out
+        base = min(self.policy.backoff_max, self.policy.backoff_base * 2.0 ** (attempt - 1))
+        jitter: float = self.rng.random()
+        return base * (0.5 + jitter / 2)  # "equal jitter": spread retries out
 
     def _wait(self, seconds: float) -> bool:
         """Sleep in small steps so a stop request is honoured; True if stopped."""

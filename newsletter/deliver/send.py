@@ -137,7 +137,8 @@ def send_edition(config: Config, plan: SendPlan, *, db: Database,
             messages: list[Message] = [prepared.message(addr) for addr in to]
             for res in sender.send(messages):
                 report.test_results.append(
-                    f"{res.recipient}: {res.outcome.value}" + (f" ({res.error})" if res.error else ""))
+                    f"{res.recipient}: {res.outcome.value}"
+                    + (f" ({res.error})" if res.error else ""))
             return report
         source: LedgerSource | DryRunSource
         if dry_run:
@@ -147,6 +148,7 @@ def send_edition(config: Config, plan: SendPlan, *, db: Database,
             if retry_failed:
                 ledger.reset_failed(plan.edition.number)
             report.enqueued = ledger.enqueue(plan.edition.number)
+            ledger.mark_started(plan.edition.number, sender.name)
             source = LedgerSource(ledger, plan.edition.number)
 
         def build(row: PendingDelivery) -> Message:
@@ -157,7 +159,10 @@ def send_edition(config: Config, plan: SendPlan, *, db: Database,
                                 stop=stop, progress=progress, timer=timer)
         report.run = dispatcher.run()
         if not dry_run:
-            report.summary = Ledger(db).summary(plan.edition.number)
+            ledger = Ledger(db)
+            report.summary = ledger.summary(plan.edition.number)
+            if report.summary.settled:
+                ledger.mark_finished(plan.edition.number)
     return report
 
 

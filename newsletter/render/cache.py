@@ -6,6 +6,8 @@ import hashlib
 import os
 import pickle
 import tempfile
+from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from newsletter import __version__
@@ -27,8 +29,30 @@ def edition_key(config_digest: str, templates_digest: str, edition: Edition,
     return h.hexdigest()
 
 
+def index_key(config_digest: str, templates_digest: str, editions: Sequence[Edition]) -> str:
+    """Hash of what the archive index shows: each edition's own fields, not its issues' text.
+
+    Every Edition field but ``issues`` and ``sections`` goes in (a new field joins the key by
+    itself), plus the issue count and tags the index also shows; so editing an issue's body
+    leaves the index alone, while a new title, date or tag renders it again.
+    """
+    h = hashlib.sha256()
+    for part in (__version__, config_digest, templates_digest):
+        h.update(part.encode("utf-8") + b"\0")
+    for edition in editions:
+        own = [getattr(edition, f.name) for f in fields(edition)
+               if f.name not in ("issues", "sections")]
+        h.update(repr((own, len(edition.issues), edition.tags)).encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
+# The rendered strings of an edition; the Edition itself is not stored but reattached on get(),
+# since a matching key means the current Edition has the same content (and its current paths).
+_PARTS = tuple(f.name for f in fields(RenderedEdition) if f.name != "edition")
+
+
 class RenderCache:
-    """One pickle per edition number holding (key, RenderedEdition)."""
+    """One pickle per edition number holding (key, the rendered parts of the edition)."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
@@ -36,21 +60,24 @@ class RenderCache:
     def _path(self, number: int) -> Path:
         return self.dir / f"{number}.pickle"
 
-    def get(self, number: int, key: str) -> RenderedEdition | None:
+    def get(self, edition: Edition, key: str) -> RenderedEdition | None:
         try:
-            with open(self._path(number), "rb") as fh:
-                stored_key, rendered = pickle.load(fh)
+            with open(self._path(edition.number), "rb") as fh:
+                stored_key, parts = pickle.load(fh)
+            if stored_key != key or not isinstance(parts, dict) or set(parts) != set(_PARTS):
+                return None
+            return RenderedEdition(edition=edition, **parts)
         except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError,
                 ImportError):
             return None  # a missing or unreadable cache entry only costs a re-render
-        return rendered if stored_key == key and isinstance(rendered, RenderedEdition) else None
 
-    def put(self, number: int, key: str, rendered: RenderedEdition) -> None:
+    def put(self, key: str, rendered: RenderedEdition) -> None:
+        parts = {name: getattr(rendered, name) for name in _PARTS}
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
             with os.fdopen(fd, "wb") as fh:
-                pickle.dump((key, rendered), fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, self._path(number))
+                pickle.dump((key, parts), fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, self._path(rendered.edition.number))
         except OSError:
             pass  # the cache is an optimisation: a read-only state dir must not fail a build

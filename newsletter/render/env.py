@@ -58,7 +58,8 @@ def display_path(config: Config, filename: str | None, name: str | None) -> str:
         except ValueError:
             pass
         try:
-            return "newsletter/templates/" + path.resolve().relative_to(PACKAGE_TEMPLATES).as_posix()
+            inside = path.resolve().relative_to(PACKAGE_TEMPLATES)
+            return "newsletter/templates/" + inside.as_posix()
         except ValueError:
             return filename
     return name or "<template>"

@@ -1,4 +1,4 @@
-"""The mrml adapter: MJML source → email HTML, with mrml's bare OSErrors turned into located errors."""
+"""The mrml adapter: MJML → email HTML, with mrml's bare OSErrors turned into located errors."""
 
 from __future__ import annotations
 

@@ -26,7 +26,11 @@ class Message(Protocol):
     recipient: str  # bare address, e.g. "ada@example.org"
     name: str  # display name, may be empty or non-ASCII
     message_id: str  # "<…@…>", deterministic per (edition, recipient)
-    edition: int  # edition number (0 for one-off mail such as confirmations)
+
+    @property
+    def edition(self) -> int:
+        """The edition number (0 for one-off mail such as confirmations)."""
+        ...
 
     @property
     def subject(self) -> str: ...

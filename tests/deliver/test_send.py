@@ -20,8 +20,6 @@ from newsletter.state.ledger import Ledger
 from tests.deliver.conftest import SECRET_ENV, Project
 
 
-
-
 def _send(p: Project, sender: MemorySender, **kw: object):
     plan = plan_send(p.config, 1, db=p.db)
     return send_edition(p.config, plan, db=p.db, sender=sender, environ=SECRET_ENV,
