@@ -246,3 +246,22 @@ def test_sample_project_builds(tmp_path: Path):
     assert re.search(r"ML 论文周报 第\d+期", html)
     parsed = feedparser.parse((config.out_dir / "feed.xml").read_bytes())
     assert not parsed.bozo and len(parsed.entries) == report.editions
+
+
+def test_a_ten_paper_edition_stays_under_gmail_clipping(make_project: MakeProject):
+    body = ("这一段用中文概述论文的方法与结果，并附上[链接](https://example.org/x)。\n\n"
+            "- first point with **bold** text\n- second point\n\n| a | b |\n|---|---|\n"
+            "| 1 | 2 |\n\n") * 5
+    assert 1500 < len(body.encode()) < 3000
+    files = {f"issues/p{i}.md": issue(f"Paper number {i} with a realistically long title",
+                                      f"2024-04-{9 + i % 5:02d}", body,
+                                      url=f"https://arxiv.org/abs/2404.{i:05d}",
+                                      authors="[Ada Lovelace, Alan Turing, Grace Hopper]",
+                                      venue="NeurIPS", year="2024",
+                                      code=f"https://github.com/example/p{i}",
+                                      summary="一句话概要：这篇论文做了什么。", tags="[llm]")
+             for i in range(10)}
+    config = make_project(files)
+    build(config, now=NOW)
+    size = len((config.out_dir / "editions/1/email.html").read_bytes())
+    assert size < 102 * 1024, f"{size} bytes: Gmail clips it"
