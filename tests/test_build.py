@@ -251,7 +251,7 @@ def test_sample_project_builds(tmp_path: Path):
 def test_a_ten_paper_edition_stays_under_gmail_clipping(make_project: MakeProject):
     body = ("这一段用中文概述论文的方法与结果，并附上[链接](https://example.org/x)。\n\n"
             "- first point with **bold** text\n- second point\n\n| a | b |\n|---|---|\n"
-            "| 1 | 2 |\n\n") * 5
+            "| 1 | 2 |\n\n") * 12
     assert 1500 < len(body.encode()) < 3000
     files = {f"issues/p{i}.md": issue(f"Paper number {i} with a realistically long title",
                                       f"2024-04-{9 + i % 5:02d}", body,
