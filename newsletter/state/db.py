@@ -5,12 +5,23 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.dml import Insert
@@ -112,6 +123,15 @@ class Database:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         return sqlite_insert(table).on_conflict_do_nothing()
+
+    def any_of(self, column: ColumnElement[str], values: Sequence[str]) -> ColumnElement[bool]:
+        """``column IN (values)``; on PostgreSQL one array parameter (``= ANY(…)``), because a
+        long IN list costs the driver and the planner more than the index lookups themselves."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            return column == any_(bindparam(None, list(values), type_=ARRAY(Text)))
+        return column.in_(values)
 
     @contextlib.contextmanager
     def _connection(self, *, write: bool) -> Iterator[Connection]:
@@ -228,16 +248,33 @@ def _sqlite_pragmas(busy_timeout: float) -> Any:
         try:
             cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             cur.execute("PRAGMA foreign_keys = ON")
-            # WAL lets readers run beside the one writer; it is persistent, so only set it once
-            # (a read-only database that is already in WAL mode still opens).
-            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                cur.execute("PRAGMA journal_mode = WAL")
+            _use_wal(cur, busy_timeout)
             # FULL fsyncs the WAL at every commit: a recorded "sent" survives power loss.
             cur.execute("PRAGMA synchronous = FULL")
         finally:
             cur.close()
 
     return on_connect
+
+
+def _use_wal(cur: sqlite3.Cursor, busy_timeout: float) -> None:
+    """Switch to WAL, which lets readers run beside the one writer.
+
+    The mode is persistent, so it is only set when missing (a read-only database already in
+    WAL mode still opens). Switching fails with SQLITE_BUSY at once, without the busy
+    handler, while another connection opens the new file: retry within the busy timeout.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_BUSY
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _sqlite_begin(conn: Connection) -> None:

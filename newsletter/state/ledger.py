@@ -133,7 +133,7 @@ class Ledger:
                      .order_by(d.c.id).limit(limit))
             with self.db.connect() as conn:
                 rows = conn.execute(query).all()
-                mailable = _mailable(conn, [r.email_key for r in rows])
+                mailable = _mailable(self.db, conn, [r.email_key for r in rows])
             stopped = [r.id for r in rows if r.email_key not in mailable]
             if stopped:
                 self._suppress_rows(stopped)
@@ -270,7 +270,7 @@ class Ledger:
                      .values(finished_at=None))
 
 
-def _mailable(conn: Connection, keys: list[str]) -> set[str]:
+def _mailable(db: Database, conn: Connection, keys: list[str]) -> set[str]:
     """The keys that still belong to an active subscriber and are not suppressed.
 
     Looked up by primary/unique key in bounded chunks rather than joined into the page query:
@@ -283,9 +283,9 @@ def _mailable(conn: Connection, keys: list[str]) -> set[str]:
         # would otherwise scan the status index (every active row) instead of the key index.
         active = {row.email_key for row in conn.execute(
             select(subscribers.c.email_key, subscribers.c.status)
-            .where(subscribers.c.email_key.in_(chunk))) if row.status == _ACTIVE}
+            .where(db.any_of(subscribers.c.email_key, chunk))) if row.status == _ACTIVE}
         held = set(conn.execute(select(suppressions.c.email_key)
-                                .where(suppressions.c.email_key.in_(chunk))).scalars())
+                                .where(db.any_of(suppressions.c.email_key, chunk))).scalars())
         found |= active - held
     return found
 

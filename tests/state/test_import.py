@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from newsletter.errors import StateError
 from newsletter.models import SubscriberStatus
-from newsletter.state import Database, SubscriberError, open_database
+from newsletter.state import Database, SubscriberError, csv_import, open_database
 from newsletter.state import subscribers as subs
 from newsletter.state.schema import subscribers
 
@@ -156,7 +156,7 @@ def numbered(path: Path, n: int) -> Path:
 def test_batches_are_committed_whole(db: Database, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     path = numbered(tmp_path / "list.csv", 25)
-    real = subs._write_batch
+    real = csv_import._write_batch
     calls = 0
 
     def fail_third(*args: object, **kwargs: object) -> object:
@@ -166,7 +166,7 @@ def test_batches_are_committed_whole(db: Database, tmp_path: Path,
             raise StateError("the state database x is locked by another process (waited 5 s)")
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(subs, "_write_batch", fail_third)
+    monkeypatch.setattr(csv_import, "_write_batch", fail_third)
     with pytest.raises(StateError) as info:
         subs.import_csv(db, path, batch_size=10)
     assert info.value.message == (
@@ -174,7 +174,7 @@ def test_batches_are_committed_whole(db: Database, tmp_path: Path,
         f"{path}: 2 batches with 20 new subscribers were committed before this)")
     assert info.value.hint is not None and "rows already imported are skipped" in info.value.hint
     assert subs.count(db)["active"] == 20
-    monkeypatch.setattr(subs, "_write_batch", real)
+    monkeypatch.setattr(csv_import, "_write_batch", real)
     report = subs.import_csv(db, path, batch_size=10)
     assert (report.added, report.existing, report.batches) == (5, 20, 3)
 
@@ -183,7 +183,7 @@ def test_kill_during_import_leaves_whole_batches(tmp_path: Path, sqlite_url: str
     path = numbered(tmp_path / "list.csv", 100_000)
     open_database(sqlite_url).close()
     code = ("import sys; from newsletter.state import open_database; "
-            "from newsletter.state.subscribers import import_csv; "
+            "from newsletter.state.csv_import import import_csv; "
             "import_csv(open_database(sys.argv[1]), sys.argv[2], batch_size=1000)")
     child = subprocess.Popen([sys.executable, "-c", code, sqlite_url, str(path)])
     with open_database(sqlite_url) as db:
