@@ -65,8 +65,12 @@ class Progress:
             click.echo(line, err=True)
 
 
+# Edition numbers are stored as 32-bit integers; a larger one cannot exist and would overflow.
+EDITION = click.IntRange(1, 2**31 - 1)
+
+
 @cli.command()
-@click.argument("edition", type=int)
+@click.argument("edition", type=EDITION)
 @click.option("--to", "to", multiple=True, metavar="ADDR",
               help="Test send to this address (repeatable): subject prefixed [TEST], no ledger.")
 @click.option("--dry-run", is_flag=True, help="Render every message and write them to the outbox.")
@@ -131,7 +135,7 @@ def _print_summary(s: Any) -> None:
 
 
 @cli.command()
-@click.argument("edition", type=int)
+@click.argument("edition", type=EDITION)
 @click.pass_context
 @handle_errors
 def status(ctx: click.Context, edition: int) -> None:

@@ -293,8 +293,10 @@ def load_config(root: Path | str = ".", environ: Mapping[str, str] | None = None
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        # "(at end of document)": an unfinished last line (e.g. a lone "[") is where to look.
+        line = int(m.group(1)) if m else text.rstrip("\n").count("\n") + 1
         raise ConfigError(f"{rel}: invalid TOML", problems=[
-            Problem(rel, int(m.group(1)) if m else None, f"invalid TOML: {msg}")]) from exc
+            Problem(rel, line, f"invalid TOML: {msg}")]) from exc
     return parse_config(data, root, text=text, environ=os.environ if environ is None else environ)
 
 
@@ -321,7 +323,7 @@ def parse_config(data: dict[str, Any], root: Path, *, text: str = "",
     tz = r.str_(t, "newsletter", "timezone", "UTC")
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America" is a folder
         r.problem("newsletter", "timezone", f"unknown IANA time zone {tz!r}")
         tz = "UTC"
     language = r.str_(t, "newsletter", "language", "en")
@@ -442,6 +444,7 @@ def _check_patterns(editions: EditionsSection, r: _Reader) -> None:
         pattern = getattr(editions, key)
         try:
             pattern.format(**sample)
-        except (KeyError, ValueError, IndexError, AttributeError) as exc:
+        except (KeyError, ValueError, IndexError, AttributeError, TypeError, MemoryError) as exc:
+            # TypeError: "{number[0]}"; MemoryError: a width such as "{number:999999999999}"
             names = ", ".join("{" + k + "}" for k in sample)
             r.problem("editions", key, f"bad pattern {pattern!r} ({exc}); fields: {names}")

@@ -103,6 +103,10 @@ class PreparedEdition:
                                  mailto.encode(), b">\r\n")
 
     def message(self, recipient: str, name: str = "", subscriber_id: int = 0) -> EditionMessage:
+        # Checked here, not only in as_bytes(): HTTP APIs take the address and name as JSON and
+        # never serialize our headers, and a damaged database or --to bypasses validation.
+        check_header("To", recipient)
+        check_header("To", name)
         token = self.signer.make("unsubscribe", subscriber_id, self.number, recipient)
         return EditionMessage(self, recipient, name, subscriber_id, token)
 

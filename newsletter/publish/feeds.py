@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Sequence
@@ -182,6 +183,10 @@ def _generator(site: _Channel, entries: Sequence[FeedEntry], self_file: str,
         # type="html" escapes the markup; type="CDATA" would put an invalid type in Atom.
         fe.content(e.content_html, type="html")
         fe.summary(e.summary)  # also the RSS <description>, next to content:encoded
+        if self_file == RSS_FILE:
+            # RSS readers render <description> as HTML: escape the plain-text summary once more,
+            # or a "<svg onload=…>" typed in a title or preheader would become markup there.
+            fe.description(html.escape(e.summary, quote=False), isSummary=True)
         fe.published(e.date)
         fe.updated(e.date)
         if e.tags:

@@ -47,7 +47,8 @@ def assert_no_crash(result: Result) -> None:
 def located_lines(stderr: str) -> list[re.Match[str]]:
     """Parse every stderr line as a located problem or a summary line; fail on anything else."""
     found: list[re.Match[str]] = []
-    for line in stderr.splitlines():
+    # Lines as a terminal shows them: str.splitlines() would also split at \x1c-\x1e, \x85 …
+    for line in stderr.rstrip("\n").split("\n") if stderr else []:
         if SUMMARY.match(line):
             continue
         m = LOCATED.match(line)
