@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from email.header import decode_header, make_header
 from email.utils import parseaddr, parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 import httpx
@@ -172,6 +172,38 @@ class HTTPSender(Sender):
 
 
 # -- helpers shared by the provider modules --------------------------------------------
+
+
+
+class BearerSender(HTTPSender):
+    """An API authenticated by one Bearer key read from the environment (SendGrid, Resend)."""
+
+    default_url: ClassVar[str]
+    endpoint: ClassVar[str]  # path appended to the base URL
+    key_env: ClassVar[str]  # default name of the variable holding the key
+
+    def __init__(self, api_key: str, *, base_url: str | None = None,
+                 client: httpx.Client | None = None, api_key_env: str = "",
+                 timeout: float = 30.0) -> None:
+        super().__init__(client=client, secrets=(api_key,), secret_env=api_key_env,
+                         timeout=timeout)
+        self._api_key = api_key
+        self.url = f"{(base_url or self.default_url).rstrip('/')}{self.endpoint}"
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
+                     **kwargs: Any) -> Self:
+        r = OptionReader(cls.name, options, environ, ("api_key_env", "base_url"))
+        api_key = r.secret("api_key_env", cls.key_env)
+        base_url = r.url("base_url", cls.default_url)
+        timeout = r.number("timeout", 30.0)
+        r.finish()
+        return cls(api_key, base_url=base_url, client=kwargs.get("client"), timeout=timeout,
+                   api_key_env=r.env_name("api_key_env", cls.key_env))
+
+    @property
+    def authorization(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"}
 
 
 def parse_retry_after(value: str | None) -> float | None:

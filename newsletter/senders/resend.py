@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import httpx
 
 from newsletter.senders.base import Message, Result, permanent, sent, transient
 from newsletter.senders.http import (
-    HTTPSender,
-    OptionReader,
+    BearerSender,
     display_address,
     extra_headers,
     json_body,
@@ -39,35 +38,19 @@ DEFAULT_URL = "https://api.resend.com"
 RESERVED = ("From", "To", "Cc", "Bcc", "Subject", "Reply-To")
 
 
-class ResendSender(HTTPSender):
+class ResendSender(BearerSender):
     """Sends through Resend's batch endpoint with a Bearer API key."""
 
     name: ClassVar[str] = "resend"
     max_batch: ClassVar[int] = 100
-
-    def __init__(self, api_key: str, *, base_url: str = DEFAULT_URL,
-                 client: httpx.Client | None = None, api_key_env: str = "",
-                 timeout: float = 30.0) -> None:
-        super().__init__(client=client, secrets=(api_key,), secret_env=api_key_env,
-                         timeout=timeout)
-        self._api_key = api_key
-        self.url = f"{base_url.rstrip('/')}/emails/batch"
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
-                     **kwargs: Any) -> Self:
-        r = OptionReader(cls.name, options, environ, ("api_key_env", "base_url"))
-        api_key = r.secret("api_key_env", "RESEND_API_KEY")
-        base_url = r.url("base_url", DEFAULT_URL)
-        timeout = r.number("timeout", 30.0)
-        r.finish()
-        return cls(api_key, base_url=base_url, client=kwargs.get("client"), timeout=timeout,
-                   api_key_env=r.env_name("api_key_env", "RESEND_API_KEY"))
+    default_url: ClassVar[str] = DEFAULT_URL
+    endpoint: ClassVar[str] = "/emails/batch"
+    key_env: ClassVar[str] = "RESEND_API_KEY"
 
     def build_request(self, batch: Sequence[Message]) -> httpx.Request:
         body = json.dumps([self._payload(m) for m in batch], ensure_ascii=False).encode()
         return self.new_request("POST", self.url, content=body, headers={
-            "Authorization": f"Bearer {self._api_key}",
+            **self.authorization,
             "Content-Type": "application/json",
             "Accept": "application/json",
             "x-batch-validation": "permissive",

@@ -16,16 +16,15 @@ in parallel threads, which is where the throughput comes from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import httpx
 
 from newsletter.clock import now
 from newsletter.senders.base import Message, Result, sent
 from newsletter.senders.http import (
-    HTTPSender,
-    OptionReader,
+    BearerSender,
     extra_headers,
     json_body,
     split_address,
@@ -38,35 +37,19 @@ RESERVED = ("x-sg-id", "x-sg-eid", "received", "dkim-signature", "Content-Type",
             "Content-Transfer-Encoding", "To", "From", "Subject", "Reply-To", "Cc", "Bcc")
 
 
-class SendGridSender(HTTPSender):
+class SendGridSender(BearerSender):
     """Sends each message with one POST /v3/mail/send and a Bearer API key."""
 
     name: ClassVar[str] = "sendgrid"
     max_batch: ClassVar[int] = 1
-
-    def __init__(self, api_key: str, *, base_url: str = DEFAULT_URL,
-                 client: httpx.Client | None = None, api_key_env: str = "",
-                 timeout: float = 30.0) -> None:
-        super().__init__(client=client, secrets=(api_key,), secret_env=api_key_env,
-                         timeout=timeout)
-        self._api_key = api_key
-        self.url = f"{base_url.rstrip('/')}/v3/mail/send"
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
-                     **kwargs: Any) -> Self:
-        r = OptionReader(cls.name, options, environ, ("api_key_env", "base_url"))
-        api_key = r.secret("api_key_env", "SENDGRID_API_KEY")
-        base_url = r.url("base_url", DEFAULT_URL)
-        timeout = r.number("timeout", 30.0)
-        r.finish()
-        return cls(api_key, base_url=base_url, client=kwargs.get("client"), timeout=timeout,
-                   api_key_env=r.env_name("api_key_env", "SENDGRID_API_KEY"))
+    default_url: ClassVar[str] = DEFAULT_URL
+    endpoint: ClassVar[str] = "/v3/mail/send"
+    key_env: ClassVar[str] = "SENDGRID_API_KEY"
 
     def build_request(self, batch: Sequence[Message]) -> httpx.Request:
         (msg,) = batch  # max_batch is 1
         return self.new_request("POST", self.url, json=self._payload(msg), headers={
-            "Authorization": f"Bearer {self._api_key}",
+            **self.authorization,
             "Accept": "application/json",
         })
 
