@@ -23,7 +23,7 @@ from newsletter.state.schema import deliveries
 from tests.conftest import BASE_CONFIG, MakeProject, issue
 from tests.smtpd_fixture import SMTPServer, make_smtp_server  # noqa: F401 - a fixture
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # The lead registers the command in cli.py; importing the module here works either way.
 CLI = "import newsletter.cli_schedule; from newsletter.cli import main; main()"
 SECRET = "schedule-e2e-secret-0123456789"
