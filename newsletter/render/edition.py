@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 import jinja2
@@ -52,8 +52,9 @@ class Renderer:
 
     # -- views ---------------------------------------------------------------------------
     def edition_view(self, edition: Edition) -> dict[str, Any]:
-        view = asdict(edition)
-        del view["issues"], view["sections"]
+        # A shallow copy: dataclasses.asdict would deep-copy every issue only to drop them.
+        view = {f.name: getattr(edition, f.name) for f in fields(edition)
+                if f.name not in ("issues", "sections")}
         view.update(url=edition_url(self.config, edition.number), count=len(edition.issues),
                     intro_html=Markup(edition.intro_html), tags=edition.tags,
                     intro_text=html_to_text(edition.intro_html) if edition.intro_html else "")
@@ -67,11 +68,12 @@ class Renderer:
     def context(self, edition: Edition, prev: Edition | None = None,
                 next: Edition | None = None) -> dict[str, Any]:
         ctx = self._base_context()
+        views = {i.path: issue_view(i) for i in edition.issues}  # one view per issue, shared
         ctx.update(
             edition=self.edition_view(edition),
-            sections=[{"title": s.title, "issues": [issue_view(i) for i in s.issues]}
+            sections=[{"title": s.title, "issues": [views[i.path] for i in s.issues]}
                       for s in edition.sections],
-            issues=[issue_view(i) for i in edition.issues],
+            issues=[views[i.path] for i in edition.issues],
             prev=self.edition_view(prev) if prev else None,
             next=self.edition_view(next) if next else None,
         )
