@@ -95,3 +95,47 @@ def test_every_command_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     for name in cli.commands:  # type: ignore[attr-defined]
         assert f"newsletter {name}" in readme, f"`newsletter {name}` is not in README.md"
+
+
+def test_subscribers_commands_round_trip(make_project: MakeProject, tmp_path: Path):
+    config = make_project()
+    code, out, _ = run(config.root, "subscribers", "add", "Ada@Example.org", "--name", "Ada",
+                       "--tag", "ml")
+    assert code == 0 and out.strip() == "Ada@Example.org: active"
+    code, _, err = run(config.root, "subscribers", "add", "ada@example.org")
+    assert code == 1 and "Traceback" not in err
+    csv = tmp_path / "readers.csv"
+    csv.write_text("email,name,tags\nbob@example.org,Bob,\nnot-an-address,X,\n"
+                   "carol@example.org,\"Carol, PhD\",ml;cv\n", encoding="utf-8")
+    code, out, err = run(config.root, "subscribers", "import", str(csv))
+    assert code == 1  # bad rows are reported (and the good ones imported)
+    assert f"{csv}:3:" in err
+    assert "2 added" in out
+    code, out, _ = run(config.root, "subscribers", "count")
+    assert "active\t3" in out and "total\t3" in out
+    code, out, _ = run(config.root, "subscribers", "list")
+    assert [line.split("\t")[0] for line in out.splitlines()] == [
+        "Ada@Example.org", "bob@example.org", "carol@example.org"]
+    code, out, _ = run(config.root, "subscribers", "export")
+    assert out.splitlines()[0].startswith("email,name,tags,status")
+    assert '"Carol, PhD"' in out
+    code, out, _ = run(config.root, "subscribers", "remove", "BOB@example.org")
+    assert code == 0
+    code, out, _ = run(config.root, "subscribers", "count")
+    assert "total\t2" in out
+
+
+def test_send_needs_confirmation_and_reports(make_project: MakeProject):
+    config = make_project({"issues/a.md": issue("A", "2024-04-09", url="https://x.org/a")})
+    run(config.root, "subscribers", "add", "ada@example.org")
+    env = {**ENV, "NEWSLETTER_SECRET": "cli-test-secret-0123456789"}
+    result = CliRunner().invoke(cli, ["-C", str(config.root), "send", "1"], env=env)
+    assert result.exit_code == 1 and "pass --yes" in result.stderr
+    result = CliRunner().invoke(cli, ["-C", str(config.root), "send", "1", "--yes"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "edition 1: 1 recipients = 1 sent + 0 failed + 0 pending + 0 suppressed" in \
+        result.stdout
+    outbox = list((config.root / "outbox" / "new").iterdir())
+    assert len(outbox) == 1 and b"ada@example.org" in outbox[0].read_bytes()
+    code, out, _ = run(config.root, "status", "1")
+    assert code == 0 and "1 sent" in out

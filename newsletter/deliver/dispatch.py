@@ -41,6 +41,8 @@ class Policy:
     max_consecutive_errors: int = 50
     backoff_base: float = 2.0  # seconds before the second pass; doubles each pass
     backoff_max: float = 300.0
+    budget: int | None = None  # messages this run may send ([sender] hourly/daily caps)
+    budget_reason: str = ""
 
 
 @dataclass
@@ -123,6 +125,7 @@ class Dispatcher:
         self.retry_after = 0.0
         self.abort = threading.Event()
         self.crash: BaseException | None = None
+        self.budget = policy.budget
 
     def run(self) -> RunReport:
         for attempt in range(self.policy.max_attempts):
@@ -203,6 +206,9 @@ class Dispatcher:
         while (batch := work.get()) is not None:
             if self._halted() or not self.limiter.acquire(len(batch), self.stop):
                 continue  # drain without sending: the rows stay pending for the next run
+            batch = self._within_budget(batch)
+            if not batch:
+                continue
             messages = [self.build(row) for row in batch]
             try:
                 results = self.sender.send(messages)
@@ -214,6 +220,19 @@ class Dispatcher:
             self.committer.record(self._outcomes(batch, results, final))
             if self.progress:
                 self.progress(self.report)
+
+    def _within_budget(self, batch: list[PendingDelivery]) -> list[PendingDelivery]:
+        """Trim a batch to what the sending caps still allow; stop the run once they are used."""
+        if self.budget is None:
+            return batch
+        with self.lock:
+            allowed = batch[:max(self.budget, 0)]
+            self.budget -= len(allowed)
+            if len(allowed) < len(batch) and not self.abort.is_set():
+                self.report.stopped = (f"{self.policy.budget_reason} reached; the rest stay "
+                                       "pending: run the same command again later")
+                self.abort.set()
+        return allowed
 
     def _outcomes(self, batch: Sequence[PendingDelivery], results: Sequence[Result],
                   final: bool) -> list[DeliveryOutcome]:

@@ -6,7 +6,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from newsletter import clock
@@ -88,10 +88,22 @@ class DryRunSource:
             self.counts[o.status] = self.counts.get(o.status, 0) + 1
 
 
-def _policy(config: Config, sender: Sender) -> Policy:
+def _policy(config: Config, sender: Sender, ledger: Ledger | None,
+            now: datetime) -> Policy:
     s = config.sender
+    budget: int | None = None
+    reason = ""
+    # Caps count every message sent in the window, across editions and earlier runs.
+    for cap, window, name in ((s.hourly_cap, timedelta(hours=1), "hourly_cap"),
+                              (s.daily_cap, timedelta(days=1), "daily_cap")):
+        if cap is None or ledger is None:
+            continue
+        left = max(0, cap - ledger.sent_since(now - window))
+        if budget is None or left < budget:
+            budget, reason = left, f"[sender] {name} of {cap}"
     return Policy(concurrency=s.concurrency, batch_size=min(s.batch_size, sender.max_batch),
-                  max_attempts=s.max_attempts, max_consecutive_errors=s.max_consecutive_errors)
+                  max_attempts=s.max_attempts, max_consecutive_errors=s.max_consecutive_errors,
+                  budget=budget, budget_reason=reason)
 
 
 def plan_send(config: Config, number: int, *, db: Database, sender_kind: str | None = None,
@@ -155,7 +167,8 @@ def send_edition(config: Config, plan: SendPlan, *, db: Database,
             return prepared.message(row.email, row.name, row.subscriber_id)
 
         limiter = RateLimiter(config.sender.rate, timer=timer)
-        dispatcher = Dispatcher(source, sender, build, _policy(config, sender), limiter=limiter,
+        policy = _policy(config, sender, None if dry_run else Ledger(db), now or clock.now())
+        dispatcher = Dispatcher(source, sender, build, policy, limiter=limiter,
                                 stop=stop, progress=progress, timer=timer)
         report.run = dispatcher.run()
         if not dry_run:

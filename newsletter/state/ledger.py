@@ -230,6 +230,14 @@ class Ledger:
                              pending=counts.get(_PENDING, 0),
                              suppressed=counts.get(_SUPPRESSED, 0), failures=failures)
 
+    def sent_since(self, since: datetime) -> int:
+        """Messages recorded as sent (any edition) at or after ``since``: for hourly/daily caps."""
+        d = deliveries
+        with self.db.connect() as conn:
+            n = conn.execute(select(func.count()).where(
+                d.c.status == _SENT, d.c.updated_at >= since)).scalar_one()
+        return int(n)
+
     def mark_started(self, edition: int, sender: str) -> None:
         """Note that sending ``edition`` began (kept from the first start) and with which sender."""
         with self.db.transaction() as conn:

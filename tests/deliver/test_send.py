@@ -212,3 +212,23 @@ def test_statuses_add_up(project: Project):
     s = Ledger(project.db).summary(1)
     assert s.total == s.sent + s.failed + s.pending + s.suppressed == 20
     assert {DeliveryStatus.SENT, DeliveryStatus.FAILED}
+
+
+def test_hourly_cap_counts_earlier_sends_and_leaves_the_rest_pending(project: Project):
+    text = project.config.path.read_text() + "\n[sender]\nhourly_cap = 12\nconcurrency = 1\n"
+    project.config.path.write_text(text)
+    from newsletter.config import load_config
+
+    project.config = load_config(project.config.root, environ={})
+    subscribers.add(project.db, "early@example.org")
+    plan = plan_send(project.config, 1, db=project.db)
+    send_edition(project.config, plan, db=project.db, sender=MemorySender(), environ=SECRET_ENV,
+                 to=["me@example.org"])  # test sends are not recorded, so they do not count
+    first = MemorySender()
+    report = _send(project, first)
+    assert len(first.sent) == 12
+    assert "[sender] hourly_cap of 12 reached" in report.run.stopped
+    assert report.summary is not None and report.summary.pending == 21 - 12
+    again = MemorySender()
+    report = _send(project, again)  # still inside the same hour: nothing more goes out
+    assert again.sent == [] and "hourly_cap" in report.run.stopped
