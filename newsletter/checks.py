@@ -142,7 +142,9 @@ class _Sources:
 
     def _line(self, rel: str, needles: Sequence[str]) -> int | None:
         try:
-            lines = (self.config.root / rel).read_text(encoding="utf-8").splitlines()
+            # Lines as an editor counts them: str.splitlines() would also break at \x1c-\x1e,
+            # \x85 and U+2028, and name a line further down than the one the user sees.
+            lines = re.split(r"\r\n|\r|\n", (self.config.root / rel).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError):
             return None
         for needle in (n for n in needles if n):

@@ -374,6 +374,12 @@ def parse_config(data: dict[str, Any], root: Path, *, text: str = "",
         feed_limit=r.int_(t, "build", "feed_limit", 50, minimum=1) or 50,
         issues_dir=r.str_(t, "build", "issues_dir", "issues"),
         templates_dir=r.str_(t, "build", "templates_dir", "templates"))
+    for section, key, value in (("editions", "notes_dir", editions.notes_dir),
+                                ("editions", "lock_file", editions.lock_file),
+                                ("build", "out", build.out),
+                                ("build", "issues_dir", build.issues_dir)):
+        if not value.strip():  # "" is the project folder itself
+            r.problem(section, key, "must not be empty: it names a file or folder")
 
     t = r.table(data, "state", ("dir", "database"))
     state = StateSection(dir=r.str_(t, "state", "dir", ".newsletter"),

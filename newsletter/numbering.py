@@ -9,7 +9,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from newsletter.errors import ContentError, Problem
+from newsletter.errors import ContentError, Problem, PublishError
 
 _HEADER = (
     "# Edition numbers already published: key = number. Written by `newsletter build`;\n"
@@ -76,13 +76,21 @@ def write_lock(path: Path, numbers: Mapping[str, int]) -> None:
     for key, value in sorted(numbers.items(), key=lambda kv: (kv[1], kv[0])):
         lines.append(f'"{key}" = {value}\n')
     data = "".join(lines).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=".editions.", dir=path.parent)
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".editions.", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk or a read-only project: a user's problem
+            raise PublishError(f"{path}: cannot write the edition numbers: "
+                               f"{exc.strerror or exc}",
+                               hint="fix this and build again before adding or removing issues, "
+                                    "so editions.lock records the numbers just published"
+                               ) from exc
         raise

@@ -14,7 +14,7 @@ from newsletter import clock
 from newsletter.config import Config
 from newsletter.content import IssueCache, load_issues, load_notes
 from newsletter.editions import Grouping, group, load_lock, save_lock
-from newsletter.errors import NewsletterError
+from newsletter.errors import NewsletterError, PublishError
 from newsletter.models import Edition, RenderedEdition
 from newsletter.publish.feeds import ATOM_FILE, JSON_FEED_FILE, RSS_FILE, build_feeds
 from newsletter.publish.writer import SiteWriter
@@ -104,11 +104,26 @@ def _manifest_path(config: Config, out: Path) -> Path:
     return config.state_dir / "cache" / f"build-{tag}.json"
 
 
+def _refuse_project_folders(config: Config, out: Path) -> None:
+    """The output folder is replaced wholesale on every build: it must not be (or contain) the
+    project or one of its inputs, or `build --out .` would delete config.toml and issues/."""
+    inputs = (config.root, config.root / config.build.issues_dir,
+              config.root / config.editions.notes_dir, config.root / config.build.templates_dir,
+              config.state_dir, config.root / "static")
+    for folder in (p.resolve() for p in inputs):
+        if out == folder or out in folder.parents:
+            raise PublishError(f"{out}: cannot build here: every build replaces this folder "
+                               f"whole, which would delete {folder}",
+                               hint="build into a folder of its own, such as public/ "
+                                    "([build] out or --out)")
+
+
 def build(config: Config, *, out: Path | None = None, drafts: bool = False,
           now: datetime | None = None,
           progress: Callable[[str], None] | None = None) -> BuildReport:
     """Build the whole site into ``out`` atomically, re-rendering only what changed."""
     out = (out or config.out_dir).resolve()
+    _refuse_project_folders(config, out)
     report = BuildReport(out=out)
     grouping = load_and_group(config, drafts=drafts, now=now)
     editions = list(grouping.editions)
