@@ -584,11 +584,12 @@ ARG_BITS = st.sampled_from([
     "a@example.org", "reader0@example.org", "ADA@EXAMPLE.ORG", "not an address", "readers.csv",
     "missing.csv", "outdir", "newproject", ".", "memory", "outbox", "smtp", "postmark",
     "nosuch", "active", "bounced", "https://x.org/p", "javascript:alert(1)", "x\ny", "中文",
-    "a,b", "", " ", "\x00", "sub/dir", "config.toml", "issues",
+    "a,b", "", " ", "\x01", "sub/dir", "config.toml", "issues",
 ])
 # Generated text never contains a path separator or is only dots: `init`, `--out` and `new`
-# must stay in the temporary directory the runner works in.
-arg_text = st.text(st.characters(blacklist_characters="/\\", blacklist_categories=["Cs"]),
+# must stay in the temporary directory the runner works in. Nor NUL: a real argv cannot hold
+# one (C strings), and click's own path checks raise ValueError on it in-process.
+arg_text = st.text(st.characters(blacklist_characters="/\\\x00", blacklist_categories=["Cs"]),
                    max_size=12).filter(lambda t: t.strip(".") != "")
 NUMBERS = st.one_of(st.sampled_from(["1", "2", "0", "-1", "99999999999999999999999",
                                      "2147483648", "9223372036854775808", "1.5", "abc", ""]),
