@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 from newsletter.errors import NewsletterError
@@ -11,7 +13,7 @@ CONFIG = """\
 # environment variables named below.
 
 [newsletter]
-title = "{title}"
+title = {title}
 description = "A weekly digest."
 base_url = "https://example.org/"
 language = "en"
@@ -21,11 +23,11 @@ email = "digest@example.org"
 
 [editions]
 group_by = "week"            # week | month | issue | explicit
-title = "{title} #{{number}}"
+title = {pattern}
 section_by = "none"          # none | tag | section
 
 [email]
-from = "{title} <digest@example.org>"
+from = {sender}
 secret_env = "NEWSLETTER_SECRET"
 
 [sender]
@@ -50,10 +52,28 @@ Write a few paragraphs in your own words. **Markdown** works, with tables and fo
 GITIGNORE = ".newsletter/\npublic/\noutbox/\n"
 
 
+def _toml(value: str) -> str:
+    # JSON's string escapes (\\", \\\\, \\uXXXX) are valid in TOML basic strings.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _display_name(title: str) -> str:
+    """The title as an RFC 5322 display name: quoted when it holds specials such as , or <."""
+    if re.fullmatch(r'[^()<>@,;:\\".\[\]]+', title):
+        return title
+    return '"' + title.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def init_project(directory: Path, title: str = "My Newsletter") -> list[Path]:
     """Create a project in ``directory``; refuses to overwrite any existing file."""
+    if any((ord(c) < 32 and c != "\t") or c == "\x7f" for c in title):
+        raise NewsletterError(f"--title {title!r}: line breaks and control characters are not "
+                              "allowed (the title ends up in email headers)")
     files = {
-        directory / "config.toml": CONFIG.format(title=title.replace('"', "'")),
+        directory / "config.toml": CONFIG.format(
+            title=_toml(title),
+            pattern=_toml(title.replace("{", "{{").replace("}", "}}") + " #{number}"),
+            sender=_toml(f"{_display_name(title)} <digest@example.org>")),
         directory / "issues" / "2017-06-12-attention.md": EXAMPLE,
         directory / "templates" / ".gitkeep": "",
         directory / ".gitignore": GITIGNORE,

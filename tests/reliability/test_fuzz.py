@@ -657,16 +657,9 @@ def test_any_arguments_are_exit_0_1_or_2_never_a_traceback(
         located_lines(result.stderr)
 
 
-INIT_BUG = pytest.mark.xfail(strict=True, reason="BUG (reported): scaffold.init_project pastes "
-                             "--title into config.toml unescaped (TOML string and edition-title "
-                             "pattern), so the new project fails `check`")
-
-
 @pytest.mark.parametrize("title", [
     "Plain Digest", "Comma, Inc", 'Say "hi"', "Tab\there", "Ünïcode 周报",
-    pytest.param("Back\\slash", marks=INIT_BUG),
-    pytest.param("Curly {braces}", marks=INIT_BUG),
-    pytest.param("Line\nbreak", marks=INIT_BUG),
+    "Back\\slash", "Curly {braces}", "Line\nbreak", "<Angle> & @t",
 ])
 def test_init_refuses_a_title_or_writes_a_project_that_checks(tmp_path: Path, title: str) -> None:
     made = run(tmp_path, "init", str(tmp_path / "new"), "--title", title)
