@@ -53,7 +53,7 @@ GITIGNORE = ".newsletter/\npublic/\noutbox/\n"
 
 
 def _toml(value: str) -> str:
-    # JSON's string escapes (\\", \\\\, \\uXXXX) are valid in TOML basic strings.
+    # JSON string escapes (\", \\, \uXXXX) are also valid in TOML basic strings.
     return json.dumps(value, ensure_ascii=False)
 
 
