@@ -182,6 +182,6 @@ def main() -> None:
 
 
 # Register the delivery commands (send, status, subscribers) defined in their own module.
-import newsletter.cli_delivery  # noqa: E402, F401
-import newsletter.cli_schedule  # noqa: E402, F401
+import newsletter.cli_delivery  # noqa: E402
+import newsletter.cli_schedule  # noqa: E402
 import newsletter.cli_serve  # noqa: E402, F401

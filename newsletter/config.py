@@ -75,6 +75,7 @@ class BuildSection:
 class StateSection:
     dir: str = ".newsletter"
     database: str = ""  # empty: sqlite file in dir
+    busy_timeout: float = 5.0  # seconds to wait for a database locked by another process
 
 
 @dataclass(frozen=True)
@@ -381,9 +382,10 @@ def parse_config(data: dict[str, Any], root: Path, *, text: str = "",
         if not value.strip():  # "" is the project folder itself
             r.problem(section, key, "must not be empty: it names a file or folder")
 
-    t = r.table(data, "state", ("dir", "database"))
+    t = r.table(data, "state", ("dir", "database", "busy_timeout"))
     state = StateSection(dir=r.str_(t, "state", "dir", ".newsletter"),
-                         database=r.str_(t, "state", "database", ""))
+                         database=r.str_(t, "state", "database", ""),
+                         busy_timeout=r.duration(t, "state", "busy_timeout", 5.0))
 
     sender = _sender(data, r)
 

@@ -133,6 +133,7 @@ def build(config: Config, *, out: Path | None = None, drafts: bool = False,
     asset_sig = {rel: [p.stat().st_size, p.stat().st_mtime_ns] for rel, p in assets}
     manifest_path = _manifest_path(config, out)
     previous = _read_manifest(manifest_path)
+    _refuse_foreign_folder(out, previous)
     digest = hashlib.sha256(json.dumps(
         [config.digest, er.templates, drafts, sorted(er.keys.items()), asset_sig],
         sort_keys=True).encode()).hexdigest()
@@ -182,6 +183,16 @@ def build(config: Config, *, out: Path | None = None, drafts: bool = False,
                                     "feeds": feeds,
                                     "editions": {str(k): v for k, v in er.keys.items()}})
     return report
+
+
+def _refuse_foreign_folder(out: Path, previous: dict[str, Any]) -> None:
+    """A build replaces ``out`` wholesale: never do that to a folder it did not write."""
+    if previous or not out.is_dir() or (out / "feed.xml").is_file():
+        return
+    if any(out.iterdir()):
+        raise PublishError(f"{out}: exists, is not empty and was not written by a build; "
+                           "refusing to replace it",
+                           hint="choose a new or empty folder with --out, or [build] out")
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -84,7 +84,7 @@ def run(config: Config, stream: BinaryIO,
         return MailOutcome(False, "message larger than 10 MB: ignored")
     signer = Signer(load_secret(config.email.secret_env,
                                 os.environ if environ is None else environ))
-    db = open_database(config.database_url)
+    db = open_database(config.database_url, busy_timeout=config.state.busy_timeout)
     try:
         return process(db, signer, raw)
     finally:

@@ -265,3 +265,16 @@ def test_a_ten_paper_edition_stays_under_gmail_clipping(make_project: MakeProjec
     build(config, now=NOW)
     size = len((config.out_dir / "editions/1/email.html").read_bytes())
     assert size < 102 * 1024, f"{size} bytes: Gmail clips it"
+
+
+def test_a_foreign_folder_is_never_replaced(make_project: MakeProject, tmp_path: Path):
+    config = make_project(FILES)
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    (documents / "thesis.tex").write_text("precious", encoding="utf-8")
+    with pytest.raises(PublishError, match="was not written by a build"):
+        build(config, now=NOW, out=documents)
+    assert (documents / "thesis.tex").read_text() == "precious"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert build(config, now=NOW, out=empty).editions == 2  # an empty folder is fine

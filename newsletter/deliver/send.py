@@ -180,7 +180,7 @@ def send_edition(config: Config, plan: SendPlan, *, db: Database,
 
 
 def open_state(config: Config) -> Database:
-    return open_database(config.database_url)
+    return open_database(config.database_url, busy_timeout=config.state.busy_timeout)
 
 
 __all__ = ["DeliveryStatus", "DryRunSource", "LedgerSource", "NewsletterError", "SendPlan",

@@ -61,7 +61,8 @@ def create_app(config: Config, *, sender: Sender | None = None,
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        services.db_ = await run_in_threadpool(open_database, config.database_url)
+        services.db_ = await run_in_threadpool(
+            lambda: open_database(config.database_url, busy_timeout=config.state.busy_timeout))
         if build_site and not (config.out_dir / "index.html").is_file():
             await run_in_threadpool(_build, config)
         log.info("serving %s; webhooks: %s", config.out_dir,

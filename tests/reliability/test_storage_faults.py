@@ -28,7 +28,6 @@ from newsletter.models import SubscriberStatus
 from newsletter.publish import writer as writer_module
 from newsletter.publish.writer import SiteWriter
 from newsletter.senders.outbox import OutboxSender
-from newsletter.state import db as state_db
 from newsletter.state import subscribers
 from newsletter.state.db import open_database
 from tests.conftest import BASE_CONFIG, MakeProject, issue
@@ -110,11 +109,8 @@ def locked(site: Config) -> Iterator[Callable[[], None]]:
 
 def test_a_locked_database_is_a_clear_error_after_the_busy_timeout(
         site: Config, locked: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
-    # The busy timeout (5 s) cannot be set from config.toml or the environment: it is the
-    # default of open_database(), shortened here for the test.
-    defaults = state_db.open_database.__kwdefaults__
-    assert defaults is not None and defaults["busy_timeout"] == 5.0
-    monkeypatch.setitem(defaults, "busy_timeout", 0.5)
+    # [state] busy_timeout, shortened through its environment override.
+    monkeypatch.setenv("NEWSLETTER_STATE__BUSY_TIMEOUT", '"0.5s"')
     before = db_counts(site.root)
     for args in (["subscribers", "add", "new@example.org"], ["send", "1", "--yes"]):
         started = time.monotonic()
