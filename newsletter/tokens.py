@@ -48,7 +48,7 @@ class Signer:
 
     def _mac(self, payload: bytes, email_key: str) -> bytes:
         msg = payload + b"\0" + email_key.strip().lower().encode("utf-8")
-        return hmac.new(self._key, msg, hashlib.sha256).digest()[:_MAC_BYTES]
+        return hmac.digest(self._key, msg, "sha256")[:_MAC_BYTES]  # one-shot: no HMAC object
 
     def make(self, purpose: str, subscriber_id: int, stamp: int, email: str) -> str:
         payload = _LAYOUT.pack(_VERSION, PURPOSES[purpose], subscriber_id, stamp)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 # Workers and pooled connections: each worker waits for the group commit of the ledger after
 # every message, so more workers mean more messages per fsync (see README.md).
-CONCURRENCY = 8
+CONCURRENCY = 16
 
 
 def _smtp_config(port: int) -> str:

@@ -120,6 +120,9 @@ class EditionMessage:
     """One recipient's message; satisfies the senders' Message protocol."""
 
     __slots__ = ("_p", "message_id", "name", "recipient", "subscriber_id", "token")
+    # as_bytes() is CRLF-only, ends with CRLF, and no line starts with "." (headers, MIME
+    # boundaries and base64 lines never do), so SMTP may send it without dot-stuffing.
+    wire_safe = True
 
     def __init__(self, prepared: PreparedEdition, recipient: str, name: str,
                  subscriber_id: int, token: str) -> None:

@@ -158,10 +158,15 @@ class SMTPSender(Sender):
         for what, address in (("recipient", msg.recipient), ("envelope sender", mail_from)):
             if not _ENVELOPE.fullmatch(address):
                 return permanent(msg, f"{what} {address!r} cannot be used in an SMTP envelope")
-        data = fix_line_endings(msg.as_bytes())
+        data = msg.as_bytes()
+        # Prebuilt edition messages promise CRLF-only lines none of which starts with "." (base64
+        # bodies, boundaries, headers): skip two passes over every 40 KB message for them.
+        ready = getattr(msg, "wire_safe", False) and self.dkim is None
+        if not ready:
+            data = fix_line_endings(data)
         if self.dkim is not None:
             data = self.dkim.sign(data) + data
-        return mail_from, dot_stuff(data), len(data)
+        return mail_from, (data + b".\r\n" if ready else dot_stuff(data)), len(data)
 
     def _refused(self, msg: Message, exc: Reply) -> Result:
         if exc.code == 530:  # authentication required: every message would fail the same way

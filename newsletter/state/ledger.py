@@ -81,6 +81,18 @@ class EditionRun:
         return self.finished_at is not None
 
 
+# Built once: the dispatcher records after every message, and constructing the statement (and
+# its cache key) per call cost more CPU than the UPDATE itself (bench case 4, yappi profile).
+_RECORD = (update(deliveries)
+           .where(deliveries.c.id == bindparam("b_id"),
+                  deliveries.c.edition == bindparam("b_edition"),
+                  deliveries.c.status != _SENT)
+           .values(status=bindparam("b_status"), attempts=deliveries.c.attempts + 1,
+                   last_error=bindparam("b_error"), updated_at=bindparam("b_now"),
+                   provider_id=func.coalesce(func.nullif(bindparam("b_provider"), ""),
+                                             deliveries.c.provider_id)))
+
+
 class Ledger:
     """The per-recipient send ledger over a Database; safe to share between threads."""
 
@@ -161,18 +173,12 @@ class Ledger:
         if not outcomes:
             return
         now = clock.now()
-        d = deliveries
-        stmt = (update(d)
-                .where(d.c.id == bindparam("b_id"), d.c.edition == edition, d.c.status != _SENT)
-                .values(status=bindparam("b_status"), attempts=d.c.attempts + 1,
-                        last_error=bindparam("b_error"), updated_at=now,
-                        provider_id=func.coalesce(func.nullif(bindparam("b_provider"), ""),
-                                                  d.c.provider_id)))
-        params = [{"b_id": o.id, "b_status": str(DeliveryStatus(o.status)),
+        params = [{"b_id": o.id, "b_edition": edition, "b_now": now,
+                   "b_status": str(DeliveryStatus(o.status)),
                    "b_error": o.error[:MAX_ERROR], "b_provider": o.provider_id}
                   for o in outcomes]
         with self.db.transaction() as conn:
-            conn.execute(stmt, params)
+            conn.execute(_RECORD, params)
             lost = [o for o in outcomes if o.hard_bounce or o.complained]
             if lost:
                 self._suppress_addresses(conn, edition, lost, now)

@@ -232,3 +232,23 @@ def test_hourly_cap_counts_earlier_sends_and_leaves_the_rest_pending(project: Pr
     again = MemorySender()
     report = _send(project, again)  # still inside the same hour: nothing more goes out
     assert again.sent == [] and "hourly_cap" in report.run.stopped
+
+
+def test_wire_safe_promise_holds_for_awkward_names_and_subjects(project: Project):
+    """EditionMessage.wire_safe lets SMTP skip dot-stuffing: it must really hold."""
+    from datetime import UTC, datetime
+
+    from newsletter.deliver.message import PreparedEdition
+    from newsletter.tokens import Signer
+
+    plan = plan_send(project.config, 1, db=project.db)
+    prepared = PreparedEdition(project.config, plan.rendered, Signer(b"k" * 32),
+                               sent_at=datetime(2024, 6, 1, tzinfo=UTC))
+    names = ["", ".dot", ". leading", "名字" * 40, "A " * 60 + ".", "x.y", '"quoted."']
+    for i, name in enumerate(names):
+        msg = prepared.message(f"r{i}@example.org", name, i)
+        assert msg.wire_safe
+        raw = msg.as_bytes()
+        assert raw.endswith(b"\r\n") and not raw.startswith(b".")
+        assert b"\n" not in raw.replace(b"\r\n", b"")
+        assert b"\r\n." not in raw, name
