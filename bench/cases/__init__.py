@@ -155,3 +155,23 @@ def timed() -> Iterator[dict[str, float]]:
 
 def chdir_project(root: Path) -> None:
     os.chdir(root)
+
+
+def send_child(argv: list[str], naive: Callable[[Any, int, int], None]) -> Any:
+    """The child of the send cases: ``ours ROOT N`` times send_edition of edition 1 and emits
+    nothing itself (returns ``(report, timing)``); ``naive ROOT N PORT`` runs ``naive`` instead
+    and returns None."""
+    from newsletter.config import load_config
+    from newsletter.deliver.send import open_state, plan_send, send_edition
+
+    mode, root, n = argv[0], Path(argv[1]), int(argv[2])
+    os.chdir(root)
+    config = load_config(root)
+    if mode == "naive":
+        naive(config, n, int(argv[3]))
+        return None
+    db = open_state(config)
+    plan = plan_send(config, 1, db=db)
+    with timed() as t:
+        report = send_edition(config, plan, db=db)
+    return report, t

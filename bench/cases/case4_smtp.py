@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import os
 import smtplib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import parseaddr
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.cases import SECRET, Baseline, Case, Context, Job, child_argv, child_env, emit, rate_of
+from bench.cases import (
+    SECRET,
+    Baseline,
+    Case,
+    Context,
+    Job,
+    child_argv,
+    child_env,
+    emit,
+    rate_of,
+    send_child,
+)
 from bench.cases import timed as timed_region
 from bench.cases.case3_messages import SENT_AT, send_project
 from bench.corpus import fresh_state, subscriber_db, subscriber_rows
@@ -59,19 +68,10 @@ def cases(ctx: Context) -> Iterator[list[Case]]:
 # -- the child ----------------------------------------------------------------------------------
 
 def main(argv: list[str]) -> None:
-    from newsletter.config import load_config
-    from newsletter.deliver.send import open_state, plan_send, send_edition
-
-    mode, root, n = argv[0], Path(argv[1]), int(argv[2])
-    os.chdir(root)
-    config = load_config(root)
-    if mode == "naive":
-        naive(config, n, int(argv[3]))
+    done = send_child(argv, naive)
+    if done is None:
         return
-    db = open_state(config)
-    plan = plan_send(config, 1, db=db)
-    with timed_region() as t:
-        report = send_edition(config, plan, db=db)
+    report, t = done
     summary = report.summary
     sent = summary.sent if summary is not None else 0
     emit(count=sent, seconds=t["seconds"], cpu=t["cpu"], run_sent=report.run.sent,
