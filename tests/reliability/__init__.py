@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, settings
 
 from newsletter.cli import cli
 
@@ -85,3 +86,10 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         return {}
     return {p.relative_to(folder).as_posix(): p.read_bytes()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# Bounded (max_examples per test below) so the folder runs in about a minute; no example
+# database (nothing written into the repository); a failure prints the blob that replays it.
+FUZZ = settings(deadline=None, database=None, print_blob=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow, HealthCheck.data_too_large])
