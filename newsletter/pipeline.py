@@ -130,7 +130,8 @@ def build(config: Config, *, out: Path | None = None, drafts: bool = False,
     report.editions = len(editions)
     er = EditionRenderer(config, grouping)
     assets = site_assets(config)
-    asset_sig = {rel: [p.stat().st_size, p.stat().st_mtime_ns] for rel, p in assets}
+    asset_sig = {rel: [st.st_size, st.st_mtime_ns]
+                 for rel, st in ((rel, p.stat()) for rel, p in assets)}
     manifest_path = _manifest_path(config, out)
     previous = _read_manifest(manifest_path)
     _refuse_foreign_folder(out, previous)

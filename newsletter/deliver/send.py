@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from newsletter import clock
 from newsletter.checks import CheckResult, lint_edition
@@ -140,9 +139,8 @@ def send_edition(config: Config, plan: SendPlan, *, db: Database,
     prepared = PreparedEdition(config, plan.rendered, Signer(secret), sent_at=now or clock.now(),
                                test=bool(to))
     kind = "outbox" if dry_run else plan.sender
-    extra: dict[str, Any] = {}
     if sender is None:
-        sender = create_sender(config, kind, environ=environ, **extra)
+        sender = create_sender(config, kind, environ=environ)
     report = SendReport(edition=plan.edition.number, sender=sender.name)
     with sender:
         if to:
