@@ -276,6 +276,15 @@ def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             node[parts[-1]] = value
 
 
+def toml_problem(rel: str, text: str, exc: tomllib.TOMLDecodeError) -> Problem:
+    """A TOML syntax error as ``rel:LINE: invalid TOML: …`` (for config.toml and editions.lock)."""
+    m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+    msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+    # "(at end of document)": an unfinished last line (e.g. a lone "[") is where to look.
+    line = int(m.group(1)) if m else text.rstrip("\n").count("\n") + 1
+    return Problem(rel, line, f"invalid TOML: {msg}")
+
+
 def load_config(root: Path | str = ".", environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate ``root/config.toml`` with environment overrides applied."""
     root = Path(root).resolve()
@@ -292,12 +301,8 @@ def load_config(root: Path | str = ".", environ: Mapping[str, str] | None = None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        # "(at end of document)": an unfinished last line (e.g. a lone "[") is where to look.
-        line = int(m.group(1)) if m else text.rstrip("\n").count("\n") + 1
-        raise ConfigError(f"{rel}: invalid TOML", problems=[
-            Problem(rel, line, f"invalid TOML: {msg}")]) from exc
+        raise ConfigError(f"{rel}: invalid TOML",
+                          problems=[toml_problem(rel, text, exc)]) from exc
     return parse_config(data, root, text=text, environ=os.environ if environ is None else environ)
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from newsletter.config import toml_problem
 from newsletter.errors import ContentError, Problem, PublishError
 
 _HEADER = (
@@ -28,9 +28,8 @@ def read_lock(path: Path, rel: str) -> dict[str, int]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"at line (\d+)", str(exc))
-        raise ContentError(f"{rel}: invalid TOML", problems=[
-            Problem(rel, int(m.group(1)) if m else None, f"invalid TOML: {exc}")]) from exc
+        raise ContentError(f"{rel}: invalid TOML",
+                           problems=[toml_problem(rel, text, exc)]) from exc
     numbers = data.get("numbers", {})
     problems = [Problem(rel, None, f"numbers.{k}: must be a positive whole number")
                 for k, v in sorted(numbers.items())
