@@ -92,8 +92,7 @@ def send(ctx: click.Context, edition: int, to: tuple[str, ...], dry_run: bool, y
     from newsletter.deliver.send import open_state, plan_send, send_edition
 
     config = _config(ctx)
-    db = open_state(config)
-    try:
+    with open_state(config) as db:
         plan = plan_send(config, edition, db=db, sender_kind=sender_kind, allow_open=bool(to))
         for finding in plan.check.findings:
             click.echo(str(finding), err=True)
@@ -108,8 +107,6 @@ def send(ctx: click.Context, edition: int, to: tuple[str, ...], dry_run: bool, y
         with graceful_stop() as stop:
             report = send_edition(config, plan, db=db, dry_run=dry_run, to=to,
                                   stop=stop, progress=Progress(plan.recipients))
-    finally:
-        db.close()
     if sys.stderr.isatty():
         click.echo("", err=True)
     for line in report.test_results:
@@ -143,11 +140,8 @@ def status(ctx: click.Context, edition: int) -> None:
     from newsletter.deliver.send import open_state
     from newsletter.state.ledger import Ledger
 
-    db = open_state(_config(ctx))
-    try:
+    with open_state(_config(ctx)) as db:
         _print_summary(Ledger(db).summary(edition))
-    finally:
-        db.close()
 
 
 @cli.group()
@@ -171,11 +165,8 @@ def subscribers_add(ctx: click.Context, email: str, name: str, tags: tuple[str, 
     """Add one subscriber (active)."""
     from newsletter.state import subscribers as subs
 
-    db = _db(ctx)
-    try:
+    with _db(ctx) as db:
         sub = subs.add(db, email, name, tags)
-    finally:
-        db.close()
     click.echo(f"{sub.email}: {sub.status.value}")
 
 
@@ -188,11 +179,8 @@ def subscribers_import(ctx: click.Context, file: Path, strict: bool) -> None:
     """Import FILE.csv (header row: email, name, tags); bad rows reported as file:line: reason."""
     from newsletter.state import subscribers as subs
 
-    db = _db(ctx)
-    try:
+    with _db(ctx) as db:
         report = subs.import_csv(db, file, strict=strict)
-    finally:
-        db.close()
     for problem in (*report.problems, *report.skipped):
         click.echo(str(problem), err=True)
     click.echo(report.summary())
@@ -208,11 +196,8 @@ def subscribers_export(ctx: click.Context, status_: str | None) -> None:
     """Write the list as CSV to standard output."""
     from newsletter.state import subscribers as subs
 
-    db = _db(ctx)
-    try:
+    with _db(ctx) as db:
         subs.export_csv(db, click.get_text_stream("stdout"), _status(status_))
-    finally:
-        db.close()
 
 
 def _status(value: str | None) -> Any:
@@ -235,12 +220,9 @@ def subscribers_list(ctx: click.Context, status_: str | None) -> None:
     """List subscribers: email, name, status, tags."""
     from newsletter.state import subscribers as subs
 
-    db = _db(ctx)
-    try:
+    with _db(ctx) as db:
         for sub in subs.iter_subscribers(db, _status(status_)):
             click.echo(f"{sub.email}\t{sub.name}\t{sub.status.value}\t{','.join(sub.tags)}")
-    finally:
-        db.close()
 
 
 @subscribers.command("remove")
@@ -251,11 +233,8 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     """Remove a subscriber (a suppression, if any, is kept)."""
     from newsletter.state import subscribers as subs
 
-    db = _db(ctx)
-    try:
+    with _db(ctx) as db:
         removed = subs.remove(db, email)
-    finally:
-        db.close()
     if not removed:
         raise SendError(f"{email}: not on the list")
     click.echo(f"removed {email}")
@@ -268,11 +247,8 @@ def subscribers_count(ctx: click.Context) -> None:
     """Count subscribers by status."""
     from newsletter.state import subscribers as subs
 
-    db = _db(ctx)
-    try:
+    with _db(ctx) as db:
         counts = subs.count(db)
-    finally:
-        db.close()
     for key in sorted(counts):
         click.echo(f"{key}\t{counts[key]}")
     click.echo(f"total\t{sum(counts.values())}")
