@@ -24,8 +24,12 @@ def _rows(results: dict[str, Any]) -> dict[str, tuple[str, str, str, float]]:
             rows[key] = (entry["title"], entry["unit"], entry["better"], entry["median"])
         for bkey, base in entry.get("baselines", {}).items():
             if "median" in base:
-                rows[f"{key}/{bkey}"] = (f"  vs {base['title']}", entry["unit"], entry["better"],
-                                         base["median"])
+                rows[f"{key}/{bkey}"] = (
+                    f"  vs {base['title']}",
+                    entry["unit"],
+                    entry["better"],
+                    base["median"],
+                )
     return rows
 
 
@@ -45,10 +49,14 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, int]:
         improved = change < 0 if better == "lower" else change > 0
         verdict = "" if abs(change) < THRESHOLD else ("better" if improved else "WORSE")
         worse += verdict == "WORSE" and "/" not in key  # a baseline getting slower is no regression
-        lines.append(f"{title[:58]:58} {before:>10,.2f} {unit:<3} {after:>10,.2f} {unit:<3} "
-                     f"{change:>+7.1%} {verdict}")
-    meta = [f"old: {old['meta'].get('commit', '?')} {old['meta'].get('date', '')}, "
-            f"new: {new['meta'].get('commit', '?')} {new['meta'].get('date', '')}"]
+        lines.append(
+            f"{title[:58]:58} {before:>10,.2f} {unit:<3} {after:>10,.2f} {unit:<3} "
+            f"{change:>+7.1%} {verdict}"
+        )
+    meta = [
+        f"old: {old['meta'].get('commit', '?')} {old['meta'].get('date', '')}, "
+        f"new: {new['meta'].get('commit', '?')} {new['meta'].get('date', '')}"
+    ]
     return "\n".join(meta + lines), worse
 
 
@@ -56,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("old", type=Path)
     ap.add_argument("new", type=Path)
-    ap.add_argument("--fail-on-regression", action="store_true",
-                    help=f"exit 1 when a case got worse by more than {THRESHOLD:.0%}")
+    ap.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help=f"exit 1 when a case got worse by more than {THRESHOLD:.0%}",
+    )
     args = ap.parse_args(argv)
     text, worse = compare(_load(args.old), _load(args.new))
     print(text)

@@ -48,20 +48,75 @@ batch_size = {batch_size}
 """
 
 SECTIONS = ["大语言模型", "推理与对齐", "多模态", "智能体", "高效训练与推理", "强化学习"]
-TOPICS_EN = ["sparse attention", "reward modelling", "speculative decoding", "vision encoders",
-             "tool use", "preference optimisation", "long context", "mixture of experts",
-             "quantisation", "retrieval", "curriculum learning", "self-play", "distillation",
-             "state-space models", "process supervision", "data curation"]
-TOPICS_ZH = ["稀疏注意力", "奖励模型", "投机解码", "视觉编码器", "工具调用", "偏好优化", "长上下文",
-             "混合专家", "量化", "检索增强", "课程学习", "自我博弈", "知识蒸馏", "状态空间模型",
-             "过程监督", "数据筛选"]
-NOUNS = ["transformer", "benchmark", "baseline", "ablation", "tokenizer", "optimizer",
-         "dataset", "checkpoint", "gradient", "policy", "encoder", "decoder", "loss", "scaling law"]
+TOPICS_EN = [
+    "sparse attention",
+    "reward modelling",
+    "speculative decoding",
+    "vision encoders",
+    "tool use",
+    "preference optimisation",
+    "long context",
+    "mixture of experts",
+    "quantisation",
+    "retrieval",
+    "curriculum learning",
+    "self-play",
+    "distillation",
+    "state-space models",
+    "process supervision",
+    "data curation",
+]
+TOPICS_ZH = [
+    "稀疏注意力",
+    "奖励模型",
+    "投机解码",
+    "视觉编码器",
+    "工具调用",
+    "偏好优化",
+    "长上下文",
+    "混合专家",
+    "量化",
+    "检索增强",
+    "课程学习",
+    "自我博弈",
+    "知识蒸馏",
+    "状态空间模型",
+    "过程监督",
+    "数据筛选",
+]
+NOUNS = [
+    "transformer",
+    "benchmark",
+    "baseline",
+    "ablation",
+    "tokenizer",
+    "optimizer",
+    "dataset",
+    "checkpoint",
+    "gradient",
+    "policy",
+    "encoder",
+    "decoder",
+    "loss",
+    "scaling law",
+]
 VERBS = ["improves", "reduces", "matches", "outperforms", "stabilises", "simplifies", "extends"]
-ZH_PHRASES = ["在多个基准上", "训练成本大幅下降", "作者公开了代码与权重", "推理速度提升明显",
-              "消融实验表明", "这一设计的关键在于", "与此前的方法相比", "在长序列任务上",
-              "模型规模从 7B 扩展到 70B", "数据质量比数量更重要", "可以直接替换现有模块",
-              "我们认为值得关注的是", "结果在不同随机种子下都很稳定", "该方法对超参数并不敏感"]
+ZH_PHRASES = [
+    "在多个基准上",
+    "训练成本大幅下降",
+    "作者公开了代码与权重",
+    "推理速度提升明显",
+    "消融实验表明",
+    "这一设计的关键在于",
+    "与此前的方法相比",
+    "在长序列任务上",
+    "模型规模从 7B 扩展到 70B",
+    "数据质量比数量更重要",
+    "可以直接替换现有模块",
+    "我们认为值得关注的是",
+    "结果在不同随机种子下都很稳定",
+    "该方法对超参数并不敏感",
+]
 VENUES = ["NeurIPS", "ICML", "ICLR", "ACL", "EMNLP", "CVPR", "arXiv"]
 FIRST = ["Ada", "Wei", "Li", "Maria", "Jun", "Sara", "Tom", "Yuki", "Omar", "Chen", "Ivan", "Mei"]
 LAST = ["Zhang", "Smith", "Wang", "Garcia", "Liu", "Müller", "Tanaka", "Khan", "Chen", "Rossi"]
@@ -81,27 +136,38 @@ class Corpus:
 
 def _en_sentence(rng: random.Random) -> str:
     topic = rng.choice(TOPICS_EN)
-    return (f"The {rng.choice(NOUNS)} {rng.choice(VERBS)} {topic} by {rng.randint(2, 40)}% "
-            f"on {rng.choice(NOUNS)}s at {rng.choice(['1B', '7B', '13B', '70B'])} scale, "
-            f"while the {rng.choice(NOUNS)} stays {rng.choice(['fixed', 'frozen', 'shared'])}.")
+    return (
+        f"The {rng.choice(NOUNS)} {rng.choice(VERBS)} {topic} by {rng.randint(2, 40)}% "
+        f"on {rng.choice(NOUNS)}s at {rng.choice(['1B', '7B', '13B', '70B'])} scale, "
+        f"while the {rng.choice(NOUNS)} stays {rng.choice(['fixed', 'frozen', 'shared'])}."
+    )
 
 
 def _zh_sentence(rng: random.Random) -> str:
-    return "，".join(rng.sample(ZH_PHRASES, 3)) + f"，{rng.choice(TOPICS_ZH)}的效果提升了 " \
+    return (
+        "，".join(rng.sample(ZH_PHRASES, 3)) + f"，{rng.choice(TOPICS_ZH)}的效果提升了 "
         f"{rng.randint(2, 40)}%。"
+    )
 
 
 def _body(rng: random.Random, zh: bool, n: int) -> str:
     """1.5–3 KB of Markdown: paragraphs, a list, a table, links and sometimes a footnote."""
     sentence = _zh_sentence if zh else _en_sentence
     target = rng.randint(1500, 3000)
-    parts = [" ".join(sentence(rng) for _ in range(3)) +
-             f" See [the paper](https://arxiv.org/abs/{2300 + n % 100}.{10000 + n:05d})."]
+    parts = [
+        " ".join(sentence(rng) for _ in range(3))
+        + f" See [the paper](https://arxiv.org/abs/{2300 + n % 100}.{10000 + n:05d})."
+    ]
     parts.append("\n".join(f"- **{rng.choice(NOUNS)}**: {sentence(rng)}" for _ in range(3)))
-    rows = "\n".join(f"| {rng.choice(NOUNS)} | {rng.uniform(10, 90):.1f} | "
-                     f"{rng.uniform(10, 90):.1f} |" for _ in range(4))
-    parts.append(("| 方法 | 基线 | 本文 |" if zh else "| Method | Baseline | Ours |")
-                 + "\n| --- | ---: | ---: |\n" + rows)
+    rows = "\n".join(
+        f"| {rng.choice(NOUNS)} | {rng.uniform(10, 90):.1f} | {rng.uniform(10, 90):.1f} |"
+        for _ in range(4)
+    )
+    parts.append(
+        ("| 方法 | 基线 | 本文 |" if zh else "| Method | Baseline | Ours |")
+        + "\n| --- | ---: | ---: |\n"
+        + rows
+    )
     footnote = rng.random() < 0.3
     while len("\n\n".join(parts).encode()) < target - 200:
         extra = " ".join(sentence(rng) for _ in range(2))
@@ -125,14 +191,20 @@ def issue_text(n: int, when: datetime, rng: random.Random) -> tuple[str, str]:
     """(file name, text) of issue number ``n``; about half are Chinese."""
     zh = rng.random() < 0.5
     title = _title(rng, zh, n)
-    authors = ", ".join(f"{rng.choice(FIRST)} {rng.choice(LAST)}"
-                        for _ in range(rng.randint(2, 6)))
+    authors = ", ".join(f"{rng.choice(FIRST)} {rng.choice(LAST)}" for _ in range(rng.randint(2, 6)))
     tags = [rng.choice(SECTIONS), rng.choice(TOPICS_ZH if zh else TOPICS_EN)]
     summary = _zh_sentence(rng) if zh else _en_sentence(rng)
-    lines = ["---", f'title: "{title}"', f"date: {when.isoformat()}",
-             f"url: https://arxiv.org/abs/{2300 + n % 100}.{10000 + n:05d}",
-             f"authors: [{authors}]", f"venue: {rng.choice(VENUES)}", f"year: {when.year}",
-             f"tags: [{', '.join(tags)}]", f'summary: "{summary}"']
+    lines = [
+        "---",
+        f'title: "{title}"',
+        f"date: {when.isoformat()}",
+        f"url: https://arxiv.org/abs/{2300 + n % 100}.{10000 + n:05d}",
+        f"authors: [{authors}]",
+        f"venue: {rng.choice(VENUES)}",
+        f"year: {when.year}",
+        f"tags: [{', '.join(tags)}]",
+        f'summary: "{summary}"',
+    ]
     if rng.random() < 0.5:
         lines.append(f"code: https://github.com/example/repo-{n}")
     lines += ["---", _body(rng, zh, n)]
@@ -151,14 +223,29 @@ def issue_dates(files: int, per_week: int = PER_WEEK) -> Iterator[datetime]:
         yield datetime(day.year, day.month, day.day, 9 + k % 9, (k * 7) % 60, tzinfo=tz)
 
 
-def make_project(root: Path, files: int, *, per_week: int = PER_WEEK, sender: str = "outbox",
-                 concurrency: int = 4, batch_size: int = 100, extra: str = "",
-                 group_by: str = "week") -> Corpus:
+def make_project(
+    root: Path,
+    files: int,
+    *,
+    per_week: int = PER_WEEK,
+    sender: str = "outbox",
+    concurrency: int = 4,
+    batch_size: int = 100,
+    extra: str = "",
+    group_by: str = "week",
+) -> Corpus:
     """Write config.toml and ``files`` issue files under ``root`` (same seed, same bytes)."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "config.toml").write_text(CONFIG.format(
-        sender=sender, concurrency=concurrency, batch_size=batch_size, extra=extra,
-        group_by=group_by), encoding="utf-8")
+    (root / "config.toml").write_text(
+        CONFIG.format(
+            sender=sender,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            extra=extra,
+            group_by=group_by,
+        ),
+        encoding="utf-8",
+    )
     rng = random.Random(SEED)
     for n, when in enumerate(issue_dates(files, per_week)):
         name, text = issue_text(n, when, rng)
@@ -171,8 +258,9 @@ def make_project(root: Path, files: int, *, per_week: int = PER_WEEK, sender: st
 def edit_issue(path: Path, stamp: str) -> None:
     """Change one issue's body, as an editor fixing a typo would (size and content change)."""
     text = path.read_text(encoding="utf-8")
-    path.write_text(text.rstrip("\n") + f"\n\nUpdate: corrected figures ({stamp}).\n",
-                    encoding="utf-8")
+    path.write_text(
+        text.rstrip("\n") + f"\n\nUpdate: corrected figures ({stamp}).\n", encoding="utf-8"
+    )
 
 
 # -- Pelican's view of the same Markdown -------------------------------------------------------
@@ -193,18 +281,24 @@ def pelican_copy(src: Path, dst: Path) -> int:
             key, _, value = line.partition(": ")
             meta[key] = value.strip().strip('"').strip("[]")
         when = datetime.fromisoformat(meta["date"])
-        head = [f"Title: {meta['title']}", f"Date: {when:%Y-%m-%d %H:%M}",
-                f"Tags: {meta['tags']}", f"Category: {meta['tags'].split(',')[0]}",
-                f"Authors: {meta['authors'].replace(', ', '; ')}",
-                f"Summary: {meta['summary']}", f"Slug: {path.stem}"]
+        head = [
+            f"Title: {meta['title']}",
+            f"Date: {when:%Y-%m-%d %H:%M}",
+            f"Tags: {meta['tags']}",
+            f"Category: {meta['tags'].split(',')[0]}",
+            f"Authors: {meta['authors'].replace(', ', '; ')}",
+            f"Summary: {meta['summary']}",
+            f"Slug: {path.stem}",
+        ]
         out = dst / "content" / path.parent.name / path.name
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("\n".join(head) + "\n\n" + text[m.end():], encoding="utf-8")
+        out.write_text("\n".join(head) + "\n\n" + text[m.end() :], encoding="utf-8")
         count += 1
     return count
 
 
 # -- subscribers -------------------------------------------------------------------------------
+
 
 def subscriber_rows(count: int) -> Iterator[tuple[str, str, str, str, str, str, str, str]]:
     """Rows for the subscribers table: deterministic addresses, a third with display names."""
@@ -229,7 +323,9 @@ def fill_subscribers(db_path: Path, count: int) -> None:
         conn.execute("PRAGMA synchronous = OFF")
         conn.executemany(
             "INSERT INTO subscribers (email, email_key, name, tags, status, source, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", subscriber_rows(count))
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            subscriber_rows(count),
+        )
         conn.commit()
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -1,8 +1,8 @@
 """Run the benchmark suite: every case in fresh processes, medians, peak memory, ratios to peers.
 
-    python bench/run.py                 # full sizes, 3 runs each, writes bench/results/latest.json
-    python bench/run.py --quick         # tiny sizes, 1 run (what CI smoke-runs)
-    python bench/run.py --cases smtp,http --runs 5 --json /tmp/new.json
+python bench/run.py                 # full sizes, 3 runs each, writes bench/results/latest.json
+python bench/run.py --quick         # tiny sizes, 1 run (what CI smoke-runs)
+python bench/run.py --cases smtp,http --runs 5 --json /tmp/new.json
 """
 
 from __future__ import annotations
@@ -28,10 +28,22 @@ if str(REPO) not in sys.path:  # `python bench/run.py` puts bench/, not the repo
 
 from bench.cases import Baseline, Case, Context, Job, Sizes  # noqa: E402
 
-MODULES = ("case1_build", "case2_rebuild", "case3_messages", "case4_smtp", "case5_http",
-           "case6_memory")
-ALIASES = {"build": "case1_build", "rebuild": "case2_rebuild", "messages": "case3_messages",
-           "smtp": "case4_smtp", "http": "case5_http", "memory": "case6_memory"}
+MODULES = (
+    "case1_build",
+    "case2_rebuild",
+    "case3_messages",
+    "case4_smtp",
+    "case5_http",
+    "case6_memory",
+)
+ALIASES = {
+    "build": "case1_build",
+    "rebuild": "case2_rebuild",
+    "messages": "case3_messages",
+    "smtp": "case4_smtp",
+    "http": "case5_http",
+    "memory": "case6_memory",
+}
 
 
 def run_once(job: Job, index: int) -> dict[str, Any]:
@@ -41,8 +53,9 @@ def run_once(job: Job, index: int) -> dict[str, Any]:
     env = {**os.environ, **job.env}
     with tempfile.TemporaryFile() as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(job.argv, cwd=job.cwd, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            job.argv, cwd=job.cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
         timer = threading.Timer(job.timeout, proc.kill)
         timer.start()
         try:
@@ -55,11 +68,9 @@ def run_once(job: Job, index: int) -> dict[str, Any]:
         out.seek(0)
         text = out.read().decode("utf-8", "replace")
     if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(job.argv)}` exited with {proc.returncode}:\n"
-                           f"{text[-3000:]}")
+        raise RuntimeError(f"`{' '.join(job.argv)}` exited with {proc.returncode}:\n{text[-3000:]}")
     data = job.parse(text, wall)
-    data.update(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime,
-                rss_mb=usage.ru_maxrss / 1024)
+    data.update(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, rss_mb=usage.ru_maxrss / 1024)
     return data
 
 
@@ -70,9 +81,14 @@ def measure(job: Job, runs: int, label: str) -> dict[str, Any]:
         results.append(run_once(job, i))
         print(f"    {results[-1]['value']:,.3f}", file=sys.stderr, flush=True)
     values = [r["value"] for r in results]
-    return {"runs": results, "median": statistics.median(values), "min": min(values),
-            "max": max(values), "peak_rss_mb": max(r["rss_mb"] for r in results),
-            "cpu_s": statistics.median(r["cpu_s"] for r in results)}
+    return {
+        "runs": results,
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "peak_rss_mb": max(r["rss_mb"] for r in results),
+        "cpu_s": statistics.median(r["cpu_s"] for r in results),
+    }
 
 
 def _ratio(case: Case, base: Baseline, ours: float, theirs: float) -> float:
@@ -84,9 +100,15 @@ def _ratio(case: Case, base: Baseline, ours: float, theirs: float) -> float:
 def run_case(case: Case, ctx: Context) -> dict[str, Any]:
     print(f"case {case.number}: {case.title}", file=sys.stderr, flush=True)
     load = os.getloadavg()[0]
-    entry: dict[str, Any] = {"number": case.number, "title": case.title, "unit": case.unit,
-                             "better": case.better, "target": case.target, "notes": case.notes,
-                             "load_before": round(load, 2)}
+    entry: dict[str, Any] = {
+        "number": case.number,
+        "title": case.title,
+        "unit": case.unit,
+        "better": case.better,
+        "target": case.target,
+        "notes": case.notes,
+        "load_before": round(load, 2),
+    }
     try:
         entry.update(measure(case.job, ctx.runs, case.key))
     except Exception as exc:  # one broken case must not hide the others' figures
@@ -101,8 +123,11 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
         entry["problem"] = problem
     entry["baselines"] = {}
     for base in case.baselines:
-        b: dict[str, Any] = {"title": base.title, "ratio_target": base.ratio_target,
-                             "growth": base.growth}
+        b: dict[str, Any] = {
+            "title": base.title,
+            "ratio_target": base.ratio_target,
+            "growth": base.growth,
+        }
         entry["baselines"][base.key] = b
         if base.skip_reason:
             b["skipped"] = base.skip_reason
@@ -119,6 +144,7 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
 
 
 # -- the table ----------------------------------------------------------------------------------
+
 
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
@@ -141,74 +167,135 @@ def table(results: dict[str, Any]) -> str:
         unit, op = entry["unit"], "≤" if entry["better"] == "lower" else "≥"
         target = f"{op} {fmt(entry['target'], unit)}" if entry.get("target") else "-"
         if "error" in entry:
-            rows.append((str(entry["number"]), entry["title"], "ERROR", "-", "-", "-", target,
-                         "NO"))
+            rows.append(
+                (str(entry["number"]), entry["title"], "ERROR", "-", "-", "-", target, "NO")
+            )
             continue
-        rows.append((str(entry["number"]), entry["title"], fmt(entry["median"], unit),
-                     str(len(entry["runs"])), f"{entry['peak_rss_mb']:.0f} MB",
-                     f"{entry['cpu_s']:.2f} s", target, _holds(entry.get("holds"))))
+        rows.append(
+            (
+                str(entry["number"]),
+                entry["title"],
+                fmt(entry["median"], unit),
+                str(len(entry["runs"])),
+                f"{entry['peak_rss_mb']:.0f} MB",
+                f"{entry['cpu_s']:.2f} s",
+                target,
+                _holds(entry.get("holds")),
+            )
+        )
         for b in entry.get("baselines", {}).values():
             label = f"  vs {b['title']}"
             if "skipped" in b or "error" in b:
-                rows.append(("", label, "skipped" if "skipped" in b else "ERROR", "-", "-", "-",
-                             "-", "-"))
+                rows.append(
+                    ("", label, "skipped" if "skipped" in b else "ERROR", "-", "-", "-", "-", "-")
+                )
                 continue
-            word = "of it" if b["growth"] else ("faster" if entry["better"] == "lower"
-                                                else "the rate")
+            word = (
+                "of it" if b["growth"] else ("faster" if entry["better"] == "lower" else "the rate")
+            )
             want = f"≥ {b['ratio_target']:g}×" if b.get("ratio_target") else "-"
-            rows.append(("", label, fmt(b["median"], unit), str(len(b["runs"])),
-                         f"{b['peak_rss_mb']:.0f} MB", f"{b['cpu_s']:.2f} s", want,
-                         f"{_holds(b.get('holds'))}: {b['ratio']:.1f}× {word}"))
+            rows.append(
+                (
+                    "",
+                    label,
+                    fmt(b["median"], unit),
+                    str(len(b["runs"])),
+                    f"{b['peak_rss_mb']:.0f} MB",
+                    f"{b['cpu_s']:.2f} s",
+                    want,
+                    f"{_holds(b.get('holds'))}: {b['ratio']:.1f}× {word}",
+                )
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     for entry in results["cases"].values():
-        for text in ([entry["problem"]] if "problem" in entry else []) + \
-                ([entry["error"].splitlines()[0]] if "error" in entry else []) + \
-                [f"{b['title']}: {b.get('skipped') or b['error'].splitlines()[0]}"
-                 for b in entry.get("baselines", {}).values() if "skipped" in b or "error" in b]:
+        for text in (
+            ([entry["problem"]] if "problem" in entry else [])
+            + ([entry["error"].splitlines()[0]] if "error" in entry else [])
+            + [
+                f"{b['title']}: {b.get('skipped') or b['error'].splitlines()[0]}"
+                for b in entry.get("baselines", {}).values()
+                if "skipped" in b or "error" in b
+            ]
+        ):
             lines.append(f"note (case {entry['number']}): {text}")
     return "\n".join(lines)
 
 
 def machine() -> dict[str, Any]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True, check=False).stdout.strip()
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "commit": commit,
-            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "commit": commit,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes and 1 run (CI smoke test)")
     ap.add_argument("--no-peers", action="store_true", help="skip Pelican (no virtualenv made)")
     ap.add_argument("--runs", type=int, help="runs per measurement (default 3, --quick 1)")
     ap.add_argument("--cases", help="comma-separated subset: " + ", ".join(ALIASES))
-    ap.add_argument("--json", type=Path, help="where to write the results "
-                    "(default bench/results/latest.json; --quick: bench/.work/quick.json)")
-    ap.add_argument("--work", type=Path, default=REPO / "bench" / ".work",
-                    help="scratch directory for corpora, databases and peers")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        help="where to write the results "
+        "(default bench/results/latest.json; --quick: bench/.work/quick.json)",
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "bench" / ".work",
+        help="scratch directory for corpora, databases and peers",
+    )
     args = ap.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     work = (args.work / "quick" if args.quick else args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    ctx = Context(work=work, sizes=Sizes.quick() if args.quick else Sizes(), quick=args.quick,
-                  peers=not args.no_peers, runs=runs)
-    wanted = [ALIASES.get(c.strip(), c.strip()) for c in args.cases.split(",")] \
-        if args.cases else list(MODULES)
+    ctx = Context(
+        work=work,
+        sizes=Sizes.quick() if args.quick else Sizes(),
+        quick=args.quick,
+        peers=not args.no_peers,
+        runs=runs,
+    )
+    wanted = (
+        [ALIASES.get(c.strip(), c.strip()) for c in args.cases.split(",")]
+        if args.cases
+        else list(MODULES)
+    )
     unknown = sorted(set(wanted) - set(MODULES))
     if unknown:
         ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(ALIASES)}")
     load = os.getloadavg()[0]
     if load > 1.0:
-        print(f"warning: load average is {load:.1f} on {os.cpu_count()} CPUs: other work is "
-              "running, wall-clock figures will be pessimistic", file=sys.stderr)
-    results: dict[str, Any] = {"meta": {**machine(), "quick": args.quick, "runs": runs,
-                                        "sizes": vars(ctx.sizes), "load_at_start": load},
-                               "cases": {}}
+        print(
+            f"warning: load average is {load:.1f} on {os.cpu_count()} CPUs: other work is "
+            "running, wall-clock figures will be pessimistic",
+            file=sys.stderr,
+        )
+    results: dict[str, Any] = {
+        "meta": {
+            **machine(),
+            "quick": args.quick,
+            "runs": runs,
+            "sizes": vars(ctx.sizes),
+            "load_at_start": load,
+        },
+        "cases": {},
+    }
     started = time.perf_counter()
     for name in wanted:
         module = importlib.import_module(f"bench.cases.{name}")
@@ -217,20 +304,28 @@ def main(argv: list[str] | None = None) -> int:
                 for case in cases:
                     results["cases"][case.key] = run_case(case, ctx)
         except Exception as exc:  # setup failed (corpus, server): report it and go on
-            results["cases"][name] = {"number": MODULES.index(name) + 1, "title": name,
-                                      "unit": "-", "better": "lower", "target": None,
-                                      "error": f"setup failed: {exc}"}
+            results["cases"][name] = {
+                "number": MODULES.index(name) + 1,
+                "title": name,
+                "unit": "-",
+                "better": "lower",
+                "target": None,
+                "error": f"setup failed: {exc}",
+            }
     results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
     results["meta"]["load_at_end"] = os.getloadavg()[0]
-    out = args.json or (work / "quick.json" if args.quick
-                        else REPO / "bench" / "results" / "latest.json")
+    out = args.json or (
+        work / "quick.json" if args.quick else REPO / "bench" / "results" / "latest.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if args.quick:
         print("quick sizes: a smoke run; targets are judged at the full sizes only\n")
     print(table(results))
-    print(f"\n{len(results['cases'])} measurements in {results['meta']['seconds']:.0f} s; "
-          f"results in {out}")
+    print(
+        f"\n{len(results['cases'])} measurements in {results['meta']['seconds']:.0f} s; "
+        f"results in {out}"
+    )
     return 1 if any("error" in e for e in results["cases"].values()) else 0
 
 

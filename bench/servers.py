@@ -28,14 +28,17 @@ def free_port() -> int:
         return port
 
 
-def _wait_for(port: int, proc: subprocess.Popen[bytes], banner: bytes | None,
-              timeout: float = 15.0) -> None:
+def _wait_for(
+    port: int, proc: subprocess.Popen[bytes], banner: bytes | None, timeout: float = 15.0
+) -> None:
     """Wait until the server accepts connections (and greets, for SMTP) or fail loudly."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited early with status {proc.returncode}: "
-                               f"{' '.join(map(str, proc.args))}")  # type: ignore[arg-type]
+            raise RuntimeError(
+                f"server exited early with status {proc.returncode}: "
+                f"{' '.join(map(str, proc.args))}"
+            )  # type: ignore[arg-type]
         try:
             with socket.create_connection((HOST, port), timeout=1.0) as s:
                 if banner is None or s.recv(100).startswith(banner):
@@ -52,8 +55,9 @@ class Server:
         self.port = port
         self.what = what
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env=env)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
         try:
             _wait_for(port, self.proc, banner)
         except BaseException:
@@ -74,8 +78,9 @@ class Server:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -91,19 +96,32 @@ def start_smtp_sink(*, prefer_postfix: bool = True) -> Server:
     if path is not None:
         # -u is required when started as root; -m raises the connection cap above the pool.
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
-        return Server([path, *user, "-m", "1024", f"{HOST}:{port}", "1024"], port, b"220",
-                      f"Postfix smtp-sink ({path})")
-    return Server([sys.executable, "-m", "bench.servers", "smtp", str(port)], port, b"220",
-                  "aiosmtpd sink in its own process (smtp-sink not found; " + INSTALL_HINT + ")")
+        return Server(
+            [path, *user, "-m", "1024", f"{HOST}:{port}", "1024"],
+            port,
+            b"220",
+            f"Postfix smtp-sink ({path})",
+        )
+    return Server(
+        [sys.executable, "-m", "bench.servers", "smtp", str(port)],
+        port,
+        b"220",
+        "aiosmtpd sink in its own process (smtp-sink not found; " + INSTALL_HINT + ")",
+    )
 
 
 def start_postmark(delay: float = 0.05) -> Server:
     port = free_port()
-    return Server([sys.executable, "-m", "bench.servers", "postmark", str(port), str(delay)],
-                  port, None, f"Postmark-like batch API answering after {delay * 1000:g} ms")
+    return Server(
+        [sys.executable, "-m", "bench.servers", "postmark", str(port), str(delay)],
+        port,
+        None,
+        f"Postmark-like batch API answering after {delay * 1000:g} ms",
+    )
 
 
 # -- the servers themselves (run in the child process) ------------------------------------------
+
 
 def serve_aiosmtpd(port: int) -> None:
     """Accept and discard every message, as smtp-sink does."""
@@ -115,8 +133,7 @@ def serve_aiosmtpd(port: int) -> None:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             return "250 2.0.0 Ok: queued as BENCH"
 
-    controller = Controller(Discard(), hostname=HOST, port=port,
-                            data_size_limit=50 * 1024 * 1024)
+    controller = Controller(Discard(), hostname=HOST, port=port, data_size_limit=50 * 1024 * 1024)
     controller.start()
     try:
         asyncio.run(asyncio.Event().wait())
@@ -128,7 +145,7 @@ _REQUIRED = ("From", "To", "Subject", "MessageStream")
 
 
 def _check_message(item: Any) -> str:
-    """"" if ``item`` looks like a Postmark email object, else what is wrong with it."""
+    """ "" if ``item`` looks like a Postmark email object, else what is wrong with it."""
     if not isinstance(item, dict):
         return "not an object"
     missing = [k for k in _REQUIRED if not isinstance(item.get(k), str) or not item[k]]
@@ -181,13 +198,17 @@ class PostmarkHandler(BaseHTTPRequestHandler):
         else:
             self._answer(404, {"ErrorCode": 404, "Message": "not found"})
             return
-        problems = ["batch must be a JSON array"] if items is None else \
-            [p for p in map(_check_message, items) if p]
+        problems = (
+            ["batch must be a JSON array"]
+            if items is None
+            else [p for p in map(_check_message, items) if p]
+        )
         if items is not None and not 0 < len(items) <= 500:
             problems.append("a batch holds 1 to 500 messages")
         if problems:
-            self._answer(422, {"ErrorCode": 300, "Message": "Invalid email request: "
-                                                               + problems[0]})
+            self._answer(
+                422, {"ErrorCode": 300, "Message": "Invalid email request: " + problems[0]}
+            )
             return
         assert items is not None
         time.sleep(self.delay)  # the provider's processing time: what batching amortises
@@ -195,8 +216,16 @@ class PostmarkHandler(BaseHTTPRequestHandler):
             first = PostmarkHandler.counter
             PostmarkHandler.counter += len(items)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S.0000000+00:00", time.gmtime())
-        answers = [{"ErrorCode": 0, "Message": "OK", "MessageID": f"bench-{first + i:08d}",
-                    "SubmittedAt": stamp, "To": item["To"]} for i, item in enumerate(items)]
+        answers = [
+            {
+                "ErrorCode": 0,
+                "Message": "OK",
+                "MessageID": f"bench-{first + i:08d}",
+                "SubmittedAt": stamp,
+                "To": item["To"],
+            }
+            for i, item in enumerate(items)
+        ]
         self._answer(200, answers if self.path == "/email/batch" else answers[0])
 
 

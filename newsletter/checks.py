@@ -66,9 +66,11 @@ def site_facts(config: Config, grouping: Grouping) -> SiteFacts:
     from newsletter.pipeline import site_assets  # the build's own list, so both always agree
 
     drafts = {e.key: tuple(i for i in e.issues if i.draft) for e in grouping.editions}
-    return SiteFacts(editions=frozenset(e.number for e in grouping.editions if not e.draft),
-                     files=frozenset(rel for rel, _ in site_assets(config)),
-                     drafts={k: v for k, v in drafts.items() if v})
+    return SiteFacts(
+        editions=frozenset(e.number for e in grouping.editions if not e.draft),
+        files=frozenset(rel for rel, _ in site_assets(config)),
+        drafts={k: v for k, v in drafts.items() if v},
+    )
 
 
 def next_to_send(editions: Iterable[Edition]) -> int | None:
@@ -154,8 +156,15 @@ class _Sources:
         return None
 
 
-def lint_edition(config: Config, rendered: RenderedEdition, result: CheckResult,
-                 now: datetime, *, sending: bool = True, site: SiteFacts | None = None) -> None:
+def lint_edition(
+    config: Config,
+    rendered: RenderedEdition,
+    result: CheckResult,
+    now: datetime,
+    *,
+    sending: bool = True,
+    site: SiteFacts | None = None,
+) -> None:
     """Warnings and errors for one rendered edition, each naming the edition and the file.
 
     ``sending`` adds the checks that matter only for an edition about to go out (draft and
@@ -179,53 +188,83 @@ def lint_edition(config: Config, rendered: RenderedEdition, result: CheckResult,
         _lint_sending(ed, result, now, site)
 
 
-def _lint_envelope(config: Config, rendered: RenderedEdition, result: CheckResult,
-                   sources: _Sources, parsed: _Html) -> None:
+def _lint_envelope(
+    config: Config, rendered: RenderedEdition, result: CheckResult, sources: _Sources, parsed: _Html
+) -> None:
     ed = rendered.edition
     label = f"edition {ed.number}"
     where = ed.note_path or (ed.issues[0].path if ed.issues else config.build.issues_dir)
     size = len(rendered.email_html.encode("utf-8"))
     if size > GMAIL_CLIP_BYTES:
-        result.add("warning", where, None, f"{label}: email HTML is {size / 1024:.0f} KB; "
-                   "Gmail clips messages over 102 KB (split the edition or shorten it)")
+        result.add(
+            "warning",
+            where,
+            None,
+            f"{label}: email HTML is {size / 1024:.0f} KB; "
+            "Gmail clips messages over 102 KB (split the edition or shorten it)",
+        )
     if len(ed.subject) > MAX_SUBJECT:
-        result.add("warning", ed.note_path or CONFIG_NAME, None,
-                   f"{label}: subject is {len(ed.subject)} characters (over {MAX_SUBJECT}; "
-                   "inboxes cut it off)")
+        result.add(
+            "warning",
+            ed.note_path or CONFIG_NAME,
+            None,
+            f"{label}: subject is {len(ed.subject)} characters (over {MAX_SUBJECT}; "
+            "inboxes cut it off)",
+        )
     if not ed.preheader.strip():
         result.add("warning", ed.note_path or CONFIG_NAME, None, f"{label}: no preheader")
     if not ed.issues:
         result.add("error", where, None, f"{label}: edition is empty")
     if UNSUBSCRIBE_PLACEHOLDER not in parsed.links:
-        result.add("error", sources.template("email.mjml.j2"), None,
-                   f"{label}: the email HTML has no unsubscribe link "
-                   "(<a href=\"{{ unsubscribe_url }}\">)")
+        result.add(
+            "error",
+            sources.template("email.mjml.j2"),
+            None,
+            f"{label}: the email HTML has no unsubscribe link "
+            '(<a href="{{ unsubscribe_url }}">)',
+        )
     if UNSUBSCRIBE_PLACEHOLDER not in rendered.email_text:
-        result.add("error", sources.template("email.txt.j2"), None,
-                   f"{label}: the plain-text part has no unsubscribe link "
-                   "({{ unsubscribe_url }})")
+        result.add(
+            "error",
+            sources.template("email.txt.j2"),
+            None,
+            f"{label}: the plain-text part has no unsubscribe link ({{{{ unsubscribe_url }}}})",
+        )
 
 
-def _lint_template_text(rendered: RenderedEdition, result: CheckResult, sources: _Sources,
-                        parsed: _Html, label: str) -> None:
+def _lint_template_text(
+    rendered: RenderedEdition, result: CheckResult, sources: _Sources, parsed: _Html, label: str
+) -> None:
     """Template syntax a reader would see; code samples about templates are left alone."""
     code = "".join(parsed.code)
-    leftovers = [("email HTML", "email.mjml.j2", m.group(0))
-                 for m in _TEMPLATE_TEXT.finditer("\n".join(parsed.prose))]
-    leftovers += [("plain-text part", "email.txt.j2", m.group(0))
-                  for m in _TEMPLATE_TEXT.finditer(rendered.email_text) if m.group(0) not in code]
+    leftovers = [
+        ("email HTML", "email.mjml.j2", m.group(0))
+        for m in _TEMPLATE_TEXT.finditer("\n".join(parsed.prose))
+    ]
+    leftovers += [
+        ("plain-text part", "email.txt.j2", m.group(0))
+        for m in _TEMPLATE_TEXT.finditer(rendered.email_text)
+        if m.group(0) not in code
+    ]
     seen: set[str] = set()
     for part, template, text in leftovers:
         if text == UNSUBSCRIBE_PLACEHOLDER or text in seen:
             continue
         seen.add(text)
         path, line = sources.find(text, template)
-        result.add("error", path, line,
-                   f"{label}: unresolved template text in the {part}: {text[:60]!r}")
+        result.add(
+            "error", path, line, f"{label}: unresolved template text in the {part}: {text[:60]!r}"
+        )
 
 
-def _lint_links(config: Config, rendered: RenderedEdition, result: CheckResult,
-                sources: _Sources, parsed: _Html, site: SiteFacts) -> None:
+def _lint_links(
+    config: Config,
+    rendered: RenderedEdition,
+    result: CheckResult,
+    sources: _Sources,
+    parsed: _Html,
+    site: SiteFacts,
+) -> None:
     ed = rendered.edition
     label = f"edition {ed.number}"
     for src, alt in parsed.images:
@@ -244,8 +283,9 @@ def _lint_links(config: Config, rendered: RenderedEdition, result: CheckResult,
             result.add(level, path, line, f"{label}: {problem}: {url}")
 
 
-def _judge(config: Config, url: str, kind: str, ed: Edition, ids: set[str], site: SiteFacts,
-           web_html: str) -> tuple[str, str | None]:
+def _judge(
+    config: Config, url: str, kind: str, ed: Edition, ids: set[str], site: SiteFacts, web_html: str
+) -> tuple[str, str | None]:
     """(level, what is wrong with one URL in the email) or (_, None) when it is fine."""
     if url.startswith("#"):
         if unquote(url[1:]) not in ids:
@@ -262,14 +302,13 @@ def _judge(config: Config, url: str, kind: str, ed: Edition, ids: set[str], site
     base = config.base_url
     if not url.startswith(base) or url.startswith(config.unsubscribe_prefix):
         return "", None
-    rel = unquote(urlsplit(url[len(base):]).path)
+    rel = unquote(urlsplit(url[len(base) :]).path)
     page = _EDITION_PAGE.fullmatch(rel)
     if page:
         number = int(page.group(1))
         if number != ed.number and number not in site.editions:
             return "error", f"broken internal {kind} (there is no edition {number})"
-        if number == ed.number and parts.fragment and \
-                f'id="{parts.fragment}"' not in web_html:
+        if number == ed.number and parts.fragment and f'id="{parts.fragment}"' not in web_html:
             return "warning", f"broken anchor (#{parts.fragment} is not on the archive page)"
         return "", None
     owned = rel in SITE_FILES or rel.startswith(("editions/", "assets/"))
@@ -283,19 +322,30 @@ def _lint_sending(ed: Edition, result: CheckResult, now: datetime, site: SiteFac
     members = {i.path for i in ed.issues}
     for issue in ed.issues:
         if issue.draft:
-            result.add("warning", issue.path, issue.lines.get("draft"),
-                       f"{label}: issue is still a draft in an edition about to be sent")
+            result.add(
+                "warning",
+                issue.path,
+                issue.lines.get("draft"),
+                f"{label}: issue is still a draft in an edition about to be sent",
+            )
         if issue.date > now:
-            result.add("warning", issue.path, issue.lines.get("date"),
-                       f"{label}: issue is dated in the future ({issue.date.isoformat()})")
+            result.add(
+                "warning",
+                issue.path,
+                issue.lines.get("date"),
+                f"{label}: issue is dated in the future ({issue.date.isoformat()})",
+            )
     for issue in site.drafts.get(ed.key, ()):
         if issue.path not in members:
-            result.add("warning", issue.path, issue.lines.get("draft"),
-                       f"{label}: issue is still a draft, so the edition goes out without it")
+            result.add(
+                "warning",
+                issue.path,
+                issue.lines.get("draft"),
+                f"{label}: issue is still a draft, so the edition goes out without it",
+            )
 
 
-def run_checks(config: Config, *, drafts: bool = False,
-               now: datetime | None = None) -> CheckResult:
+def run_checks(config: Config, *, drafts: bool = False, now: datetime | None = None) -> CheckResult:
     """Load, group and render every edition; collect every finding (template errors too).
 
     The draft and future-date checks apply to the edition `send` would mail next only, so a
@@ -320,19 +370,22 @@ def run_checks(config: Config, *, drafts: bool = False,
             continue
         except NewsletterError:
             raise
-        lint_edition(config, rendered, result, now, sending=edition.number == upcoming,
-                     site=site)
+        lint_edition(config, rendered, result, now, sending=edition.number == upcoming, site=site)
     return result
 
 
-def _template_findings(config: Config, edition: Edition, exc: TemplateError,
-                       result: CheckResult) -> None:
+def _template_findings(
+    config: Config, edition: Edition, exc: TemplateError, result: CheckResult
+) -> None:
     if exc.problems:
         for p in exc.problems:
             result.add("error", p.path, p.line, p.message)
         return
     # The renderer raises the missing-unsubscribe error without a location: name the template.
     name = "email.txt.j2" if "email text" in exc.message else "email.mjml.j2"
-    message = exc.message if exc.message.startswith("edition") else \
-        f"edition {edition.number}: {exc.message}"
+    message = (
+        exc.message
+        if exc.message.startswith("edition")
+        else f"edition {edition.number}: {exc.message}"
+    )
     result.add("error", _Sources(config, edition).template(name), None, message)

@@ -42,8 +42,14 @@ def _config(ctx: click.Context) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-C", "--root", type=click.Path(file_okay=False, path_type=Path), default=".",
-              show_default=True, help="The newsletter project directory (holds config.toml).")
+@click.option(
+    "-C",
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="The newsletter project directory (holds config.toml).",
+)
 @click.version_option(package_name="newsletter")
 @click.pass_context
 def cli(ctx: click.Context, root: Path) -> None:
@@ -61,8 +67,11 @@ def cli(ctx: click.Context, root: Path) -> None:
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Output directory (default: [build] out, usually public/).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (default: [build] out, usually public/).",
+)
 @click.option("--drafts", is_flag=True, help="Include draft issues and the open edition.")
 @click.pass_context
 @handle_errors
@@ -79,8 +88,10 @@ def build(ctx: click.Context, out: Path | None, drafts: bool) -> None:
     if report.up_to_date:
         click.echo(f"{report.editions} editions, nothing changed: {report.out} is up to date")
         return
-    click.echo(f"{report.editions} editions: {len(report.rendered)} rendered, "
-               f"{report.reused} unchanged → {report.out}")
+    click.echo(
+        f"{report.editions} editions: {len(report.rendered)} rendered, "
+        f"{report.reused} unchanged → {report.out}"
+    )
 
 
 @cli.command()
@@ -100,8 +111,10 @@ def check(ctx: click.Context, strict: bool, drafts: bool) -> None:
     if errors:
         click.echo(f"{errors} error(s), {len(result.findings) - errors} warning(s)", err=True)
         sys.exit(1)
-    click.echo(f"ok: {result.editions} editions, {result.issues} issue files checked"
-               + (f", {len(result.findings)} warning(s)" if result.findings else ""))
+    click.echo(
+        f"ok: {result.editions} editions, {result.issues} issue files checked"
+        + (f", {len(result.findings)} warning(s)" if result.findings else "")
+    )
 
 
 @cli.command()
@@ -115,16 +128,26 @@ def editions(ctx: click.Context, as_json: bool, drafts: bool) -> None:
 
     config = _config(ctx)
     grouping = load_and_group(config, drafts=drafts)
-    rows = [{"number": e.number, "key": e.key, "title": e.title, "start": e.start.isoformat(),
-             "end": e.end.isoformat(), "items": len(e.issues),
-             "state": "open" if e.is_open else "draft" if e.draft else "published"}
-            for e in grouping.editions]
+    rows = [
+        {
+            "number": e.number,
+            "key": e.key,
+            "title": e.title,
+            "start": e.start.isoformat(),
+            "end": e.end.isoformat(),
+            "items": len(e.issues),
+            "state": "open" if e.is_open else "draft" if e.draft else "published",
+        }
+        for e in grouping.editions
+    ]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for r in rows:
-        click.echo(f"{r['number']:>4}  {r['start']}–{r['end']}  {r['items']:>3} items  "
-                   f"{r['state']:<9}  {r['title']}")
+        click.echo(
+            f"{r['number']:>4}  {r['start']}–{r['end']}  {r['items']:>3} items  "
+            f"{r['state']:<9}  {r['title']}"
+        )
     if not rows:
         click.echo("no editions yet")
 
@@ -157,10 +180,19 @@ def init(directory: Path, title: str) -> None:
 
 
 @cli.command()
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on (0: any free port).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind; the default keeps the preview on this machine.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; the default keeps the preview on this machine.",
+)
 @click.option("--open", "open_browser", is_flag=True, help="Open the preview in a web browser.")
 @click.pass_context
 @handle_errors

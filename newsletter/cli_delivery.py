@@ -57,8 +57,10 @@ class Progress:
         done = report.sent + report.failed
         rate = done / max(now - self.start, 1e-6)
         eta = (self.total - done) / rate if rate > 0 else 0.0
-        line = (f"sent {report.sent}/{self.total}, failed {report.failed}, "
-                f"{rate:,.0f}/s, ETA {eta:,.0f} s")
+        line = (
+            f"sent {report.sent}/{self.total}, failed {report.failed}, "
+            f"{rate:,.0f}/s, ETA {eta:,.0f} s"
+        )
         if self.tty:
             click.echo(f"\r{line}   ", err=True, nl=False)
         else:
@@ -71,16 +73,28 @@ EDITION = click.IntRange(1, 2**31 - 1)
 
 @cli.command()
 @click.argument("edition", type=EDITION)
-@click.option("--to", "to", multiple=True, metavar="ADDR",
-              help="Test send to this address (repeatable): subject prefixed [TEST], no ledger.")
+@click.option(
+    "--to",
+    "to",
+    multiple=True,
+    metavar="ADDR",
+    help="Test send to this address (repeatable): subject prefixed [TEST], no ledger.",
+)
 @click.option("--dry-run", is_flag=True, help="Render every message and write them to the outbox.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--sender", "sender_kind", help="Override [sender] kind for this run.")
 @click.option("--retry-failed", is_flag=True, help="Retry the recipients that failed before.")
 @click.pass_context
 @handle_errors
-def send(ctx: click.Context, edition: int, to: tuple[str, ...], dry_run: bool, yes: bool,
-         sender_kind: str | None, retry_failed: bool) -> None:
+def send(
+    ctx: click.Context,
+    edition: int,
+    to: tuple[str, ...],
+    dry_run: bool,
+    yes: bool,
+    sender_kind: str | None,
+    retry_failed: bool,
+) -> None:
     """Send EDITION to every active subscriber, exactly once, resumably.
 
     \b
@@ -97,16 +111,26 @@ def send(ctx: click.Context, edition: int, to: tuple[str, ...], dry_run: bool, y
         for finding in plan.check.findings:
             click.echo(str(finding), err=True)
         who = ", ".join(to) if to else f"{plan.recipients} active subscribers"
-        click.echo(f"edition {plan.edition.number}: {plan.rendered.subject}\n"
-                   f"sender: {'outbox (dry run)' if dry_run else plan.sender}; to: {who}")
+        click.echo(
+            f"edition {plan.edition.number}: {plan.rendered.subject}\n"
+            f"sender: {'outbox (dry run)' if dry_run else plan.sender}; to: {who}"
+        )
         if not (yes or to or dry_run):
             if not sys.stdin.isatty():
-                raise SendError("not sending without confirmation",
-                                hint="pass --yes to send without asking")
+                raise SendError(
+                    "not sending without confirmation", hint="pass --yes to send without asking"
+                )
             click.confirm("Send now?", abort=True)
         with graceful_stop() as stop:
-            report = send_edition(config, plan, db=db, dry_run=dry_run, to=to,
-                                  stop=stop, progress=Progress(plan.recipients))
+            report = send_edition(
+                config,
+                plan,
+                db=db,
+                dry_run=dry_run,
+                to=to,
+                stop=stop,
+                progress=Progress(plan.recipients),
+            )
     if sys.stderr.isatty():
         click.echo("", err=True)
     for line in report.test_results:
@@ -114,8 +138,10 @@ def send(ctx: click.Context, edition: int, to: tuple[str, ...], dry_run: bool, y
     if to:
         return
     run = report.run
-    click.echo(f"this run: sent {run.sent}, failed {run.failed}"
-               + (f", {report.enqueued} newly enqueued" if report.enqueued else ""))
+    click.echo(
+        f"this run: sent {run.sent}, failed {run.failed}"
+        + (f", {report.enqueued} newly enqueued" if report.enqueued else "")
+    )
     if report.summary is not None:
         _print_summary(report.summary)
     if run.stopped:
@@ -123,8 +149,10 @@ def send(ctx: click.Context, edition: int, to: tuple[str, ...], dry_run: bool, y
 
 
 def _print_summary(s: Any) -> None:
-    click.echo(f"edition {s.edition}: {s.total} recipients = {s.sent} sent + {s.failed} failed "
-               f"+ {s.pending} pending + {s.suppressed} suppressed")
+    click.echo(
+        f"edition {s.edition}: {s.total} recipients = {s.sent} sent + {s.failed} failed "
+        f"+ {s.pending} pending + {s.suppressed} suppressed"
+    )
     for email, error in s.failures[:50]:
         click.echo(f"  failed {email}: {error}")
     if len(s.failures) > 50:
@@ -208,8 +236,9 @@ def _status(value: str | None) -> Any:
     try:
         return SubscriberStatus(value)
     except ValueError:
-        raise click.BadParameter(", ".join(s.value for s in SubscriberStatus),
-                                 param_hint="--status") from None
+        raise click.BadParameter(
+            ", ".join(s.value for s in SubscriberStatus), param_hint="--status"
+        ) from None
 
 
 @subscribers.command("list")

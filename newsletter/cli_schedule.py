@@ -21,8 +21,9 @@ _LOGGERS = ("newsletter.schedule", "apscheduler")
 def _log_to_stderr(quiet: bool) -> Iterator[None]:
     """One line per step on stderr (journald and cron mail keep them); removed afterwards."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                           "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    )
     saved: list[tuple[logging.Logger, int]] = []
     for name in _LOGGERS:
         logger = logging.getLogger(name)
@@ -39,13 +40,25 @@ def _log_to_stderr(quiet: bool) -> Iterator[None]:
 
 
 @cli.command()
-@click.option("--once", is_flag=True,
-              help="Do what is due now (build, publish, send) and exit: for cron or a systemd "
-                   "timer.")
-@click.option("--list", "list_", is_flag=True,
-              help="Show the next fire times in local time and what each would send.")
-@click.option("-n", "--count", type=click.IntRange(1, 100), default=5, show_default=True,
-              help="With --list: how many fire times.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Do what is due now (build, publish, send) and exit: for cron or a systemd timer.",
+)
+@click.option(
+    "--list",
+    "list_",
+    is_flag=True,
+    help="Show the next fire times in local time and what each would send.",
+)
+@click.option(
+    "-n",
+    "--count",
+    type=click.IntRange(1, 100),
+    default=5,
+    show_default=True,
+    help="With --list: how many fire times.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.pass_context
 @handle_errors
@@ -80,7 +93,8 @@ def schedule(ctx: click.Context, once: bool, list_: bool, count: int, quiet: boo
                 raise ScheduleError(
                     f"the scheduled run {summary.status}: {summary.reason}",
                     hint="run `newsletter schedule --once` again within misfire_grace to "
-                         "retry; the ledger resumes a send where it stopped")
+                    "retry; the ledger resumes a send where it stopped",
+                )
         else:
             from newsletter.schedule_runner import run_forever
 

@@ -16,13 +16,17 @@ from newsletter.errors import NewsletterError
 @cli.command()
 @click.option("--host", help="Address to listen on (default: [serve] host, else 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default: [serve] port, else 8080).")
-@click.option("--trusted-proxy", "trusted", multiple=True, metavar="IP[/BITS]",
-              help="A reverse proxy whose X-Forwarded-For/-Proto count (repeatable; adds to "
-                   "[serve] trusted_proxies).")
+@click.option(
+    "--trusted-proxy",
+    "trusted",
+    multiple=True,
+    metavar="IP[/BITS]",
+    help="A reverse proxy whose X-Forwarded-For/-Proto count (repeatable; adds to "
+    "[serve] trusted_proxies).",
+)
 @click.pass_context
 @handle_errors
-def serve(ctx: click.Context, host: str | None, port: int | None,
-          trusted: tuple[str, ...]) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, trusted: tuple[str, ...]) -> None:
     """Run the subscription service: archive, feeds, subscribe form, unsubscribe, webhooks.
 
     \b
@@ -38,24 +42,39 @@ def serve(ctx: click.Context, host: str | None, port: int | None,
         from newsletter.serve.app import create_app
         from newsletter.serve.settings import load_settings
     except ImportError as exc:
-        raise NewsletterError(f"the subscription service needs {exc.name}",
-                              hint="pip install 'newsletter[serve]'") from None
+        raise NewsletterError(
+            f"the subscription service needs {exc.name}", hint="pip install 'newsletter[serve]'"
+        ) from None
     config = _config(ctx)
     settings = load_settings(config, host=host, port=port, trusted_proxies=trusted)
     app = create_app(config, settings=settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                                                   "%(message)s")
-    click.echo(f"serving {config.newsletter.title} on http://{settings.host}:{settings.port}/ "
-               "(Ctrl+C to stop)", err=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    click.echo(
+        f"serving {config.newsletter.title} on http://{settings.host}:{settings.port}/ "
+        "(Ctrl+C to stop)",
+        err=True,
+    )
     # Proxy headers are handled by the app itself, and only from [serve] trusted_proxies;
     # uvicorn's access log would print unsubscribe tokens, so the app logs requests instead.
-    uvicorn.run(app, host=settings.host, port=settings.port, proxy_headers=False,
-                server_header=False, access_log=False, log_level="info")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        log_level="info",
+    )
 
 
 @cli.command()
-@click.option("--from-email", is_flag=True,
-              help="Read one inbound message on standard input (an MTA pipe) and unsubscribe.")
+@click.option(
+    "--from-email",
+    is_flag=True,
+    help="Read one inbound message on standard input (an MTA pipe) and unsubscribe.",
+)
 @click.pass_context
 def unsubscribe(ctx: click.Context, from_email: bool) -> None:
     """Unsubscribe whoever an inbound email names: the mailto: List-Unsubscribe path.

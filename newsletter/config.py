@@ -21,8 +21,18 @@ SECTION_BY = ("none", "tag", "section")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$")
-_PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
-        "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+_PER = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
 
 
 @dataclass(frozen=True)
@@ -190,8 +200,13 @@ class _Reader:
         name = f"[{section}] {key}" if key else f"[{section}]"
         self.problems.append(Problem(self.path, self.line_of(section, key), f"{name}: {message}"))
 
-    def table(self, data: Mapping[str, Any], section: str, known: tuple[str, ...],
-              free: tuple[str, ...] = ()) -> dict[str, Any]:
+    def table(
+        self,
+        data: Mapping[str, Any],
+        section: str,
+        known: tuple[str, ...],
+        free: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
         value = data.get(section, {})
         if not isinstance(value, dict):
             self.problem(section, None, "must be a table")
@@ -203,8 +218,15 @@ class _Reader:
                 self.problem(section, key, f"unknown key{hint}")
         return value
 
-    def str_(self, t: Mapping[str, Any], section: str, key: str, default: str,
-             choices: tuple[str, ...] = (), required: bool = False) -> str:
+    def str_(
+        self,
+        t: Mapping[str, Any],
+        section: str,
+        key: str,
+        default: str,
+        choices: tuple[str, ...] = (),
+        required: bool = False,
+    ) -> str:
         if key not in t:
             if required:
                 self.problem(section, key, "is required")
@@ -221,8 +243,9 @@ class _Reader:
             return default
         return value
 
-    def int_(self, t: Mapping[str, Any], section: str, key: str, default: int | None,
-             minimum: int = 0) -> int | None:
+    def int_(
+        self, t: Mapping[str, Any], section: str, key: str, default: int | None, minimum: int = 0
+    ) -> int | None:
         if key not in t:
             return default
         value = t[key]
@@ -259,7 +282,7 @@ def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if len(parts) < 2 or not all(parts):
             continue
         raw = environ[name]
@@ -293,21 +316,22 @@ def load_config(root: Path | str = ".", environ: Mapping[str, str] | None = None
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{rel}: not found in {root}",
-                          hint="run `newsletter init DIR` to create a project, or cd into one"
-                          ) from None
+        raise ConfigError(
+            f"{rel}: not found in {root}",
+            hint="run `newsletter init DIR` to create a project, or cd into one",
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{rel}: cannot be read: {exc}") from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{rel}: invalid TOML",
-                          problems=[toml_problem(rel, text, exc)]) from exc
+        raise ConfigError(f"{rel}: invalid TOML", problems=[toml_problem(rel, text, exc)]) from exc
     return parse_config(data, root, text=text, environ=os.environ if environ is None else environ)
 
 
-def parse_config(data: dict[str, Any], root: Path, *, text: str = "",
-                 environ: Mapping[str, str] | None = None) -> Config:
+def parse_config(
+    data: dict[str, Any], root: Path, *, text: str = "", environ: Mapping[str, str] | None = None
+) -> Config:
     """Validate an already-parsed config table; raises ConfigError listing every problem."""
     import hashlib
     import json
@@ -315,14 +339,28 @@ def parse_config(data: dict[str, Any], root: Path, *, text: str = "",
     _env_overrides(data, environ or {})
     problems: list[Problem] = []
     r = _Reader(text, CONFIG_NAME, problems)
-    known_sections = ("newsletter", "editions", "email", "build", "state", "sender",
-                      "schedule", "publish", "strings", "serve", "preview")
+    known_sections = (
+        "newsletter",
+        "editions",
+        "email",
+        "build",
+        "state",
+        "sender",
+        "schedule",
+        "publish",
+        "strings",
+        "serve",
+        "preview",
+    )
     for name in sorted(data):
         if name not in known_sections:
             problems.append(Problem(CONFIG_NAME, r.line_of(name), f"[{name}]: unknown section"))
 
-    t = r.table(data, "newsletter", ("title", "base_url", "description", "language",
-                                       "timezone", "author", "email"))
+    t = r.table(
+        data,
+        "newsletter",
+        ("title", "base_url", "description", "language", "timezone", "author", "email"),
+    )
     base_url = r.str_(t, "newsletter", "base_url", "http://localhost/", required=True)
     if "base_url" in t and not re.match(r"^https?://[^/\s]+", base_url):
         r.problem("newsletter", "base_url", f"must be an absolute http(s) URL; got {base_url!r}")
@@ -338,17 +376,35 @@ def parse_config(data: dict[str, Any], root: Path, *, text: str = "",
 
         Locale.parse(language, sep="-")
     except (UnknownLocaleError, ValueError):
-        r.problem("newsletter", "language",
-                  f"unknown language tag {language!r} (use BCP 47: en, zh-CN)")
+        r.problem(
+            "newsletter", "language", f"unknown language tag {language!r} (use BCP 47: en, zh-CN)"
+        )
         language = "en"
     newsletter = NewsletterSection(
         title=r.str_(t, "newsletter", "title", "Newsletter", required=True),
-        base_url=base_url, description=r.str_(t, "newsletter", "description", ""),
-        language=language, timezone=tz, author=r.str_(t, "newsletter", "author", ""),
-        email=r.str_(t, "newsletter", "email", ""))
+        base_url=base_url,
+        description=r.str_(t, "newsletter", "description", ""),
+        language=language,
+        timezone=tz,
+        author=r.str_(t, "newsletter", "author", ""),
+        email=r.str_(t, "newsletter", "email", ""),
+    )
 
-    t = r.table(data, "editions", ("group_by", "title", "subject", "preheader", "section_by",
-                                     "section_order", "week_start", "notes_dir", "lock_file"))
+    t = r.table(
+        data,
+        "editions",
+        (
+            "group_by",
+            "title",
+            "subject",
+            "preheader",
+            "section_by",
+            "section_order",
+            "week_start",
+            "notes_dir",
+            "lock_file",
+        ),
+    )
     order = t.get("section_order", [])
     if not isinstance(order, list) or not all(isinstance(s, str) for s in order):
         r.problem("editions", "section_order", "must be a list of strings")
@@ -362,35 +418,46 @@ def parse_config(data: dict[str, Any], root: Path, *, text: str = "",
         section_order=tuple(order),
         week_start=r.str_(t, "editions", "week_start", "monday", WEEKDAYS),
         notes_dir=r.str_(t, "editions", "notes_dir", "editions"),
-        lock_file=r.str_(t, "editions", "lock_file", "editions.lock"))
+        lock_file=r.str_(t, "editions", "lock_file", "editions.lock"),
+    )
     _check_patterns(editions, r)
 
-    t = r.table(data, "email", ("from", "reply_to", "list_id", "unsubscribe_url",
-                                 "unsubscribe_mailto", "secret_env"))
+    t = r.table(
+        data,
+        "email",
+        ("from", "reply_to", "list_id", "unsubscribe_url", "unsubscribe_mailto", "secret_env"),
+    )
     email = EmailSection(
-        sender=r.str_(t, "email", "from", ""), reply_to=r.str_(t, "email", "reply_to", ""),
+        sender=r.str_(t, "email", "from", ""),
+        reply_to=r.str_(t, "email", "reply_to", ""),
         list_id=r.str_(t, "email", "list_id", ""),
         unsubscribe_url=r.str_(t, "email", "unsubscribe_url", ""),
         unsubscribe_mailto=r.str_(t, "email", "unsubscribe_mailto", ""),
-        secret_env=r.str_(t, "email", "secret_env", "NEWSLETTER_SECRET"))
+        secret_env=r.str_(t, "email", "secret_env", "NEWSLETTER_SECRET"),
+    )
 
     t = r.table(data, "build", ("out", "feed_limit", "issues_dir", "templates_dir"))
     build = BuildSection(
         out=r.str_(t, "build", "out", "public"),
         feed_limit=r.int_(t, "build", "feed_limit", 50, minimum=1) or 50,
         issues_dir=r.str_(t, "build", "issues_dir", "issues"),
-        templates_dir=r.str_(t, "build", "templates_dir", "templates"))
-    for section, key, value in (("editions", "notes_dir", editions.notes_dir),
-                                ("editions", "lock_file", editions.lock_file),
-                                ("build", "out", build.out),
-                                ("build", "issues_dir", build.issues_dir)):
+        templates_dir=r.str_(t, "build", "templates_dir", "templates"),
+    )
+    for section, key, value in (
+        ("editions", "notes_dir", editions.notes_dir),
+        ("editions", "lock_file", editions.lock_file),
+        ("build", "out", build.out),
+        ("build", "issues_dir", build.issues_dir),
+    ):
         if not value.strip():  # "" is the project folder itself
             r.problem(section, key, "must not be empty: it names a file or folder")
 
     t = r.table(data, "state", ("dir", "database", "busy_timeout"))
-    state = StateSection(dir=r.str_(t, "state", "dir", ".newsletter"),
-                         database=r.str_(t, "state", "database", ""),
-                         busy_timeout=r.duration(t, "state", "busy_timeout", 5.0))
+    state = StateSection(
+        dir=r.str_(t, "state", "dir", ".newsletter"),
+        database=r.str_(t, "state", "database", ""),
+        busy_timeout=r.duration(t, "state", "busy_timeout", 5.0),
+    )
 
     sender = _sender(data, r)
 
@@ -403,37 +470,64 @@ def parse_config(data: dict[str, Any], root: Path, *, text: str = "",
             cron_trigger(cron, newsletter.tz)
         except ValueError as exc:
             r.problem("schedule", "cron", f"invalid cron expression {cron!r}: {exc}")
-    schedule = ScheduleSection(cron=cron,
-                               misfire_grace=r.duration(t, "schedule", "misfire_grace", 6 * 3600.0))
+    schedule = ScheduleSection(
+        cron=cron, misfire_grace=r.duration(t, "schedule", "misfire_grace", 6 * 3600.0)
+    )
 
     t = r.table(data, "publish", ("command",))
     publish = PublishSection(command=r.str_(t, "publish", "command", ""))
 
     strings = data.get("strings", {})
     if not isinstance(strings, dict) or not all(
-            isinstance(v, dict) and all(isinstance(s, str) for s in v.values())
-            for v in strings.values()):
+        isinstance(v, dict) and all(isinstance(s, str) for s in v.values())
+        for v in strings.values()
+    ):
         r.problem("strings", None, "must hold one table of strings per language")
         strings = {}
     for name in ("serve", "preview"):
-        r.table(data, name, ("host", "port", "rate_limit", "trusted_proxies", "address_limit",
-                             "public_url"))
+        r.table(
+            data,
+            name,
+            ("host", "port", "rate_limit", "trusted_proxies", "address_limit", "public_url"),
+        )
 
     if problems:
         raise located(problems, CONFIG_NAME, ConfigError)
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-    return Config(root=root, newsletter=newsletter, editions=editions, email=email, build=build,
-                  state=state, sender=sender, schedule=schedule, publish=publish,
-                  strings=strings, digest=digest)
+    return Config(
+        root=root,
+        newsletter=newsletter,
+        editions=editions,
+        email=email,
+        build=build,
+        state=state,
+        sender=sender,
+        schedule=schedule,
+        publish=publish,
+        strings=strings,
+        digest=digest,
+    )
 
 
 def _sender(data: Mapping[str, Any], r: _Reader) -> SenderSection:
     from newsletter.senders import known_senders
 
     kinds = known_senders()
-    t = r.table(data, "sender", ("kind", "rate", "hourly_cap", "daily_cap", "concurrency",
-                                   "batch_size", "max_attempts", "max_consecutive_errors"),
-                free=kinds)
+    t = r.table(
+        data,
+        "sender",
+        (
+            "kind",
+            "rate",
+            "hourly_cap",
+            "daily_cap",
+            "concurrency",
+            "batch_size",
+            "max_attempts",
+            "max_consecutive_errors",
+        ),
+        free=kinds,
+    )
     options = {k: v for k, v in t.items() if k in kinds and isinstance(v, dict)}
     return SenderSection(
         kind=r.str_(t, "sender", "kind", "outbox", kinds),
@@ -444,15 +538,26 @@ def _sender(data: Mapping[str, Any], r: _Reader) -> SenderSection:
         batch_size=r.int_(t, "sender", "batch_size", 100, minimum=1) or 100,
         max_attempts=r.int_(t, "sender", "max_attempts", 5, minimum=1) or 5,
         max_consecutive_errors=r.int_(t, "sender", "max_consecutive_errors", 50, minimum=1) or 50,
-        options=options)
+        options=options,
+    )
 
 
 def _check_patterns(editions: EditionsSection, r: _Reader) -> None:
     """Format the title patterns once with sample values so typos surface now, not at send time."""
     from datetime import date
 
-    sample = {"number": 1, "newsletter": "N", "start": date(2024, 1, 1), "end": date(2024, 1, 7),
-              "key": "2024-W01", "year": 2024, "month": 1, "week": 1, "count": 1, "title": "T"}
+    sample = {
+        "number": 1,
+        "newsletter": "N",
+        "start": date(2024, 1, 1),
+        "end": date(2024, 1, 7),
+        "key": "2024-W01",
+        "year": 2024,
+        "month": 1,
+        "week": 1,
+        "count": 1,
+        "title": "T",
+    }
     for key in ("title", "subject", "preheader"):
         pattern = getattr(editions, key)
         try:

@@ -59,9 +59,15 @@ def _period(key: str, issues: Sequence[Issue], config: Config) -> tuple[date, da
     return min(days), max(days)
 
 
-def group(issues: Sequence[Issue], config: Config, *, now: datetime,
-          notes: Mapping[str, EditionNote] | None = None, drafts: bool = False,
-          lock: Mapping[str, int] | None = None) -> Grouping:
+def group(
+    issues: Sequence[Issue],
+    config: Config,
+    *,
+    now: datetime,
+    notes: Mapping[str, EditionNote] | None = None,
+    drafts: bool = False,
+    lock: Mapping[str, int] | None = None,
+) -> Grouping:
     """Group issues into editions, numbering them stably against ``lock``.
 
     Open editions (their week or month has not ended at ``now``) and draft issues are left
@@ -74,8 +80,13 @@ def group(issues: Sequence[Issue], config: Config, *, now: datetime,
         if issue.draft and not drafts:
             continue
         if config.editions.group_by == "explicit" and issue.edition is None:
-            problems.append(Problem(issue.path, issue.lines.get("title", 1),
-                                    "edition: required when [editions] group_by = \"explicit\""))
+            problems.append(
+                Problem(
+                    issue.path,
+                    issue.lines.get("title", 1),
+                    'edition: required when [editions] group_by = "explicit"',
+                )
+            )
             continue
         buckets[edition_key(issue, config)].append(issue)
     if problems:
@@ -104,33 +115,70 @@ def group(issues: Sequence[Issue], config: Config, *, now: datetime,
 
     t = Translator(config.newsletter.language, config.strings)
     editions = [
-        _edition(key, numbers[key], sorted(buckets[key], key=lambda i: (i.date, i.slug)),
-                 spans[key], key in open_keys, notes.get(key) or notes.get(str(numbers[key])),
-                 config, t)
+        _edition(
+            key,
+            numbers[key],
+            sorted(buckets[key], key=lambda i: (i.date, i.slug)),
+            spans[key],
+            key in open_keys,
+            notes.get(key) or notes.get(str(numbers[key])),
+            config,
+            t,
+        )
         for key in ordered
     ]
     editions.sort(key=lambda e: (e.number, e.key))
     return Grouping(tuple(editions), new_lock, new_lock != lock)
 
 
-def _edition(key: str, number: int, issues: list[Issue], span: tuple[date, date],
-             is_open: bool, note: EditionNote | None, config: Config, t: Translator) -> Edition:
+def _edition(
+    key: str,
+    number: int,
+    issues: list[Issue],
+    span: tuple[date, date],
+    is_open: bool,
+    note: EditionNote | None,
+    config: Config,
+    t: Translator,
+) -> Edition:
     start, end = span
-    fields = {"number": number, "newsletter": config.newsletter.title, "start": start,
-              "end": end, "key": key, "year": start.year, "month": start.month,
-              "week": start.isocalendar()[1], "count": len(issues)}
+    fields = {
+        "number": number,
+        "newsletter": config.newsletter.title,
+        "start": start,
+        "end": end,
+        "key": key,
+        "year": start.year,
+        "month": start.month,
+        "week": start.isocalendar()[1],
+        "count": len(issues),
+    }
     title = (note.title if note and note.title else None) or config.editions.title.format(**fields)
     fields["title"] = title
-    subject = (note.subject if note and note.subject else None) or \
-        config.editions.subject.format(**fields)
-    preheader = (note.preheader if note and note.preheader else None) or \
-        config.editions.preheader.format(**fields) or _default_preheader(issues)
+    subject = (note.subject if note and note.subject else None) or config.editions.subject.format(
+        **fields
+    )
+    preheader = (
+        (note.preheader if note and note.preheader else None)
+        or config.editions.preheader.format(**fields)
+        or _default_preheader(issues)
+    )
     return Edition(
-        key=key, number=number, title=title, start=start, end=end,
-        date=max(i.date for i in issues), issues=tuple(issues),
-        sections=_sections(issues, config, t), subject=subject, preheader=preheader,
-        intro_html=note.intro_html if note else "", is_open=is_open,
-        draft=is_open or all(i.draft for i in issues), note_path=note.path if note else None)
+        key=key,
+        number=number,
+        title=title,
+        start=start,
+        end=end,
+        date=max(i.date for i in issues),
+        issues=tuple(issues),
+        sections=_sections(issues, config, t),
+        subject=subject,
+        preheader=preheader,
+        intro_html=note.intro_html if note else "",
+        is_open=is_open,
+        draft=is_open or all(i.draft for i in issues),
+        note_path=note.path if note else None,
+    )
 
 
 def _default_preheader(issues: Sequence[Issue]) -> str:

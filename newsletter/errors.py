@@ -1,15 +1,15 @@
 """The one exception tree: user mistakes carry a location and a hint; everything else is a bug.
 
-    NewsletterError            message + hint, exit code 1
-    ├── ConfigError            all problems at once, each naming the key
-    ├── ContentError           path + line (front matter, Markdown, duplicates)
-    ├── TemplateError          template name + line (Jinja2 or MJML)
-    ├── PublishError           writing public/, running the publish command
-    ├── StateError             the state database (locked, read-only, migrations)
-    ├── SendError
-    │   ├── TransientSendError retry later (4xx SMTP, 429/5xx HTTP, timeouts)
-    │   └── PermanentSendError never retry (5xx SMTP, 4xx HTTP, bad credentials)
-    └── ScheduleError
+NewsletterError            message + hint, exit code 1
+├── ConfigError            all problems at once, each naming the key
+├── ContentError           path + line (front matter, Markdown, duplicates)
+├── TemplateError          template name + line (Jinja2 or MJML)
+├── PublishError           writing public/, running the publish command
+├── StateError             the state database (locked, read-only, migrations)
+├── SendError
+│   ├── TransientSendError retry later (4xx SMTP, 429/5xx HTTP, timeouts)
+│   └── PermanentSendError never retry (5xx SMTP, 4xx HTTP, bad credentials)
+└── ScheduleError
 """
 
 from __future__ import annotations
@@ -101,8 +101,12 @@ class ScheduleError(NewsletterError):
     """The scheduler cannot run (lease held elsewhere, bad cron expression)."""
 
 
-def located(problems: list[Problem], what: str, cls: type[NewsletterError] = ContentError,
-            hint: str | None = None) -> NewsletterError:
+def located(
+    problems: list[Problem],
+    what: str,
+    cls: type[NewsletterError] = ContentError,
+    hint: str | None = None,
+) -> NewsletterError:
     """Build one error carrying every problem found, so the user fixes them in one pass."""
     ordered = sorted(problems, key=lambda p: (p.path, p.line or 0, p.message))
     message = str(ordered[0]) if len(ordered) == 1 else f"{len(ordered)} problems in {what}"

@@ -109,8 +109,12 @@ class Translator:
         self.language = language
         self.catalog = catalog_language(language)
         self.locale = _locale(language)
-        self.table = {**STRINGS["en"], **STRINGS.get(self.catalog, {}),
-                      **overrides.get(self.catalog, {}), **overrides.get(language, {})}
+        self.table = {
+            **STRINGS["en"],
+            **STRINGS.get(self.catalog, {}),
+            **overrides.get(self.catalog, {}),
+            **overrides.get(language, {}),
+        }
 
     def __call__(self, key: str, **values: object) -> str:
         text = self.table.get(key, key)

@@ -28,25 +28,28 @@ def read_lock(path: Path, rel: str) -> dict[str, int]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ContentError(f"{rel}: invalid TOML",
-                           problems=[toml_problem(rel, text, exc)]) from exc
+        raise ContentError(f"{rel}: invalid TOML", problems=[toml_problem(rel, text, exc)]) from exc
     numbers = data.get("numbers", {})
-    problems = [Problem(rel, None, f"numbers.{k}: must be a positive whole number")
-                for k, v in sorted(numbers.items())
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    problems = [
+        Problem(rel, None, f"numbers.{k}: must be a positive whole number")
+        for k, v in sorted(numbers.items())
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1
+    ]
     seen: dict[int, str] = {}
     for key, value in sorted(numbers.items()):
         if isinstance(value, int) and value in seen:
-            problems.append(Problem(rel, None, f"number {value} is used by both "
-                                    f"{seen[value]!r} and {key!r}"))
+            problems.append(
+                Problem(rel, None, f"number {value} is used by both {seen[value]!r} and {key!r}")
+            )
         seen[value] = key
     if problems:
         raise ContentError(f"{rel}: invalid", problems=problems)
     return {str(k): int(v) for k, v in numbers.items()}
 
 
-def assign(keys_in_order: Iterable[str], lock: Mapping[str, int],
-           persist: Iterable[str]) -> tuple[dict[str, int], dict[str, int]]:
+def assign(
+    keys_in_order: Iterable[str], lock: Mapping[str, int], persist: Iterable[str]
+) -> tuple[dict[str, int], dict[str, int]]:
     """Number editions: locked keys keep their number; new keys continue after the highest.
 
     Returns (numbers for every key, the lock updated with the keys in ``persist``). Keys not
@@ -87,9 +90,9 @@ def write_lock(path: Path, numbers: Mapping[str, int]) -> None:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):  # a full disk or a read-only project: a user's problem
-            raise PublishError(f"{path}: cannot write the edition numbers: "
-                               f"{exc.strerror or exc}",
-                               hint="fix this and build again before adding or removing issues, "
-                                    "so editions.lock records the numbers just published"
-                               ) from exc
+            raise PublishError(
+                f"{path}: cannot write the edition numbers: {exc.strerror or exc}",
+                hint="fix this and build again before adding or removing issues, "
+                "so editions.lock records the numbers just published",
+            ) from exc
         raise

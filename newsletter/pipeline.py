@@ -38,15 +38,20 @@ class BuildReport:
     files_linked: int = 0
 
 
-def load_and_group(config: Config, *, drafts: bool = False, now: datetime | None = None,
-                   use_cache: bool = True) -> Grouping:
+def load_and_group(
+    config: Config, *, drafts: bool = False, now: datetime | None = None, use_cache: bool = True
+) -> Grouping:
     """Stages load and group: every issue file and note, then editions with stable numbers."""
-    cache = IssueCache(config.state_dir / "cache" / "issues.pickle", config.digest) \
-        if use_cache else None
+    cache = (
+        IssueCache(config.state_dir / "cache" / "issues.pickle", config.digest)
+        if use_cache
+        else None
+    )
     issues = load_issues(config, cache=cache)
     notes = load_notes(config)
-    return group(issues, config, now=now or clock.now(), notes=notes, drafts=drafts,
-                 lock=load_lock(config))
+    return group(
+        issues, config, now=now or clock.now(), notes=notes, drafts=drafts, lock=load_lock(config)
+    )
 
 
 class EditionRenderer:
@@ -67,8 +72,10 @@ class EditionRenderer:
 
     def neighbours(self, edition: Edition) -> tuple[Edition | None, Edition | None]:
         i = self.editions.index(edition)
-        return (self.editions[i - 1] if i else None,
-                self.editions[i + 1] if i + 1 < len(self.editions) else None)
+        return (
+            self.editions[i - 1] if i else None,
+            self.editions[i + 1] if i + 1 < len(self.editions) else None,
+        )
 
     def render(self, edition: Edition) -> RenderedEdition:
         key = self.keys[edition.number]
@@ -107,20 +114,31 @@ def _manifest_path(config: Config, out: Path) -> Path:
 def _refuse_project_folders(config: Config, out: Path) -> None:
     """The output folder is replaced wholesale on every build: it must not be (or contain) the
     project or one of its inputs, or `build --out .` would delete config.toml and issues/."""
-    inputs = (config.root, config.root / config.build.issues_dir,
-              config.root / config.editions.notes_dir, config.root / config.build.templates_dir,
-              config.state_dir, config.root / "static")
+    inputs = (
+        config.root,
+        config.root / config.build.issues_dir,
+        config.root / config.editions.notes_dir,
+        config.root / config.build.templates_dir,
+        config.state_dir,
+        config.root / "static",
+    )
     for folder in (p.resolve() for p in inputs):
         if out == folder or out in folder.parents:
-            raise PublishError(f"{out}: cannot build here: every build replaces this folder "
-                               f"whole, which would delete {folder}",
-                               hint="build into a folder of its own, such as public/ "
-                                    "([build] out or --out)")
+            raise PublishError(
+                f"{out}: cannot build here: every build replaces this folder "
+                f"whole, which would delete {folder}",
+                hint="build into a folder of its own, such as public/ ([build] out or --out)",
+            )
 
 
-def build(config: Config, *, out: Path | None = None, drafts: bool = False,
-          now: datetime | None = None,
-          progress: Callable[[str], None] | None = None) -> BuildReport:
+def build(
+    config: Config,
+    *,
+    out: Path | None = None,
+    drafts: bool = False,
+    now: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BuildReport:
     """Build the whole site into ``out`` atomically, re-rendering only what changed."""
     out = (out or config.out_dir).resolve()
     _refuse_project_folders(config, out)
@@ -130,33 +148,42 @@ def build(config: Config, *, out: Path | None = None, drafts: bool = False,
     report.editions = len(editions)
     er = EditionRenderer(config, grouping)
     assets = site_assets(config)
-    asset_sig = {rel: [st.st_size, st.st_mtime_ns]
-                 for rel, st in ((rel, p.stat()) for rel, p in assets)}
+    asset_sig = {
+        rel: [st.st_size, st.st_mtime_ns] for rel, st in ((rel, p.stat()) for rel, p in assets)
+    }
     manifest_path = _manifest_path(config, out)
     previous = _read_manifest(manifest_path)
     _refuse_foreign_folder(out, previous)
-    digest = hashlib.sha256(json.dumps(
-        [config.digest, er.templates, drafts, sorted(er.keys.items()), asset_sig],
-        sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps(
+            [config.digest, er.templates, drafts, sorted(er.keys.items()), asset_sig],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
     old_editions: dict[str, str] = previous.get("editions", {})
-    files = [f"editions/{e.number}/{name}" for e in editions
-             for name in ("index.html", "email.html", "email.txt")]
+    files = [
+        f"editions/{e.number}/{name}"
+        for e in editions
+        for name in ("index.html", "email.html", "email.txt")
+    ]
     if previous.get("digest") == digest and all((out / f).is_file() for f in files):
         report.up_to_date = True
         report.reused = len(editions)
         save_lock(config, grouping)
         return report
 
-    feed_window = sorted(editions, key=lambda e: (e.date, e.number))[-config.build.feed_limit:]
+    feed_window = sorted(editions, key=lambda e: (e.date, e.number))[-config.build.feed_limit :]
     index = index_key(config.digest, er.templates, editions)
-    feeds = hashlib.sha256(json.dumps([config.digest, [er.keys[e.number] for e in feed_window]]
-                                      ).encode()).hexdigest()
+    feeds = hashlib.sha256(
+        json.dumps([config.digest, [er.keys[e.number] for e in feed_window]]).encode()
+    ).hexdigest()
     with SiteWriter(out) as site:
         for ed in editions:
             base = f"editions/{ed.number}/"
             key = er.keys[ed.number]
             if old_editions.get(str(ed.number)) == key and all(
-                    site.reuse(base + n) for n in ("index.html", "email.html", "email.txt")):
+                site.reuse(base + n) for n in ("index.html", "email.html", "email.txt")
+            ):
                 report.reused += 1
                 continue
             rendered = er.render(ed)
@@ -180,9 +207,16 @@ def build(config: Config, *, out: Path | None = None, drafts: bool = False,
         report.files_written, report.files_linked = site.written, site.linked
     report.rendered = sorted(er.rendered_now)
     save_lock(config, grouping)
-    _write_manifest(manifest_path, {"digest": digest, "assets": asset_sig, "index": index,
-                                    "feeds": feeds,
-                                    "editions": {str(k): v for k, v in er.keys.items()}})
+    _write_manifest(
+        manifest_path,
+        {
+            "digest": digest,
+            "assets": asset_sig,
+            "index": index,
+            "feeds": feeds,
+            "editions": {str(k): v for k, v in er.keys.items()},
+        },
+    )
     return report
 
 
@@ -191,9 +225,10 @@ def _refuse_foreign_folder(out: Path, previous: dict[str, Any]) -> None:
     if previous or not out.is_dir() or (out / "feed.xml").is_file():
         return
     if any(out.iterdir()):
-        raise PublishError(f"{out}: exists, is not empty and was not written by a build; "
-                           "refusing to replace it",
-                           hint="choose a new or empty folder with --out, or [build] out")
+        raise PublishError(
+            f"{out}: exists, is not empty and was not written by a build; refusing to replace it",
+            hint="choose a new or empty folder with --out, or [build] out",
+        )
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -218,8 +253,10 @@ def find_edition(grouping: Grouping, number: int) -> Edition:
     edition = grouping.by_number(number)
     if edition is None:
         known = ", ".join(str(e.number) for e in grouping.editions) or "none"
-        raise NewsletterError(f"edition {number} does not exist",
-                              hint=f"editions: {known} (see `newsletter editions`)")
+        raise NewsletterError(
+            f"edition {number} does not exist",
+            hint=f"editions: {known} (see `newsletter editions`)",
+        )
     return edition
 
 
@@ -228,5 +265,11 @@ def render_edition(config: Config, grouping: Grouping, number: int) -> RenderedE
     return EditionRenderer(config, grouping).render(find_edition(grouping, number))
 
 
-__all__: Sequence[str] = ["BuildReport", "EditionRenderer", "build", "find_edition",
-                          "load_and_group", "render_edition"]
+__all__: Sequence[str] = [
+    "BuildReport",
+    "EditionRenderer",
+    "build",
+    "find_edition",
+    "load_and_group",
+    "render_edition",
+]

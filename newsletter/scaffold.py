@@ -67,13 +67,16 @@ def _display_name(title: str) -> str:
 def init_project(directory: Path, title: str = "My Newsletter") -> list[Path]:
     """Create a project in ``directory``; refuses to overwrite any existing file."""
     if any((ord(c) < 32 and c != "\t") or c == "\x7f" for c in title):
-        raise NewsletterError(f"--title {title!r}: line breaks and control characters are not "
-                              "allowed (the title ends up in email headers)")
+        raise NewsletterError(
+            f"--title {title!r}: line breaks and control characters are not "
+            "allowed (the title ends up in email headers)"
+        )
     files = {
         directory / "config.toml": CONFIG.format(
             title=_toml(title),
             pattern=_toml(title.replace("{", "{{").replace("}", "}}") + " #{number}"),
-            sender=_toml(f"{_display_name(title)} <digest@example.org>")),
+            sender=_toml(f"{_display_name(title)} <digest@example.org>"),
+        ),
         directory / "issues" / "2017-06-12-attention.md": EXAMPLE,
         directory / "templates" / ".gitkeep": "",
         directory / ".gitignore": GITIGNORE,
@@ -82,7 +85,8 @@ def init_project(directory: Path, title: str = "My Newsletter") -> list[Path]:
     if existing:
         raise NewsletterError(
             f"{existing[0]}: already exists; init never overwrites files",
-            hint="choose an empty or new directory")
+            hint="choose an empty or new directory",
+        )
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

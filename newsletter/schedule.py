@@ -49,9 +49,11 @@ def cron_trigger(cron: str, tz: tzinfo) -> CronTrigger:
 
     fields = cron.split()
     if len(fields) != 5:
-        raise ScheduleError(f"[schedule] cron: {cron!r} must have 5 fields "
-                            "(minute hour day-of-month month day-of-week)",
-                            hint='e.g. cron = "0 8 * * mon" (Mondays at 08:00)')
+        raise ScheduleError(
+            f"[schedule] cron: {cron!r} must have 5 fields "
+            "(minute hour day-of-month month day-of-week)",
+            hint='e.g. cron = "0 8 * * mon" (Mondays at 08:00)',
+        )
     fields[4] = ",".join(_weekday_names(part, cron) for part in fields[4].lower().split(","))
     try:
         return CronTrigger.from_crontab(" ".join(fields), timezone=tz)
@@ -66,8 +68,10 @@ def _weekday_names(part: str, cron: str) -> str:
         return part  # names ("mon-fri") and anything APScheduler should judge itself
     lo, hi = (0, 6) if m[1] else (int(m[2]), int(m[3] or (7 if slash else m[2])))
     if hi > 7 or lo > hi or (slash and int(step) == 0):
-        raise ScheduleError(f"[schedule] cron: weekday {part!r} in {cron!r} is out of range",
-                            hint="weekdays are 0-7 (0 and 7 = Sunday) or sun, mon, … sat")
+        raise ScheduleError(
+            f"[schedule] cron: weekday {part!r} in {cron!r} is out of range",
+            hint="weekdays are 0-7 (0 and 7 = Sunday) or sun, mon, … sat",
+        )
     days = sorted({d % 7 for d in range(lo, hi + 1, int(step or 1))})
     return ",".join(_DAY_NAMES[d] for d in days)
 
@@ -87,8 +91,9 @@ def _iter_fires(cron: str, tz: tzinfo, start: datetime, end: datetime) -> Iterat
         t = trigger.get_next_fire_time(t, t)
 
 
-def fire_times(cron: str, tz: tzinfo, start: datetime, end: datetime, *,
-               limit: int = 10_000) -> list[datetime]:
+def fire_times(
+    cron: str, tz: tzinfo, start: datetime, end: datetime, *, limit: int = 10_000
+) -> list[datetime]:
     """Fire times ``t`` with ``start < t <= end``, oldest first, aware in ``tz`` (DST-correct)."""
     out: list[datetime] = []
     for t in _iter_fires(cron, tz, start, end):
@@ -131,8 +136,9 @@ class Decision:
         return self.now - self.fire if self.fire is not None else timedelta(0)
 
 
-def missed_run(last_run: datetime | None, now: datetime, cron: str,
-               grace: float | timedelta, *, tz: tzinfo) -> Decision:
+def missed_run(
+    last_run: datetime | None, now: datetime, cron: str, grace: float | timedelta, *, tz: tzinfo
+) -> Decision:
     """Decide what is due at ``now`` given the last fire handled (``None``: never ran).
 
     Of the fires after ``last_run``, the latest is run if it is at most ``grace`` old (once,
@@ -144,31 +150,55 @@ def missed_run(last_run: datetime | None, now: datetime, cron: str,
     lower = last_run if last_run is not None else horizon - _TICK
     upcoming = next_fire(cron, tz, now)
     within = fire_times(cron, tz, max(lower, horizon - _TICK), now)
-    missed = tuple(fire_times(cron, tz, lower, horizon - _TICK, limit=100)) \
-        if last_run is not None and lower < horizon else ()
+    missed = (
+        tuple(fire_times(cron, tz, lower, horizon - _TICK, limit=100))
+        if last_run is not None and lower < horizon
+        else ()
+    )
     if within:
-        return Decision("run", now, within[-1], since=previous_fire(cron, tz, within[0]),
-                        coalesced=tuple(within[:-1]), missed=missed, next_fire=upcoming)
+        return Decision(
+            "run",
+            now,
+            within[-1],
+            since=previous_fire(cron, tz, within[0]),
+            coalesced=tuple(within[:-1]),
+            missed=missed,
+            next_fire=upcoming,
+        )
     if not missed:
         return Decision("wait", now, next_fire=upcoming)
     latest = previous_fire(cron, tz, horizon)  # the newest fire that is already too old
     return Decision("skip", now, latest or missed[-1], missed=missed, next_fire=upcoming)
 
 
-def resume_decision(decision: Decision, *, cron: str, tz: tzinfo, active_at: datetime | None,
-                    grace: float | timedelta) -> Decision:
+def resume_decision(
+    decision: Decision,
+    *,
+    cron: str,
+    tz: tzinfo,
+    active_at: datetime | None,
+    grace: float | timedelta,
+) -> Decision:
     """Turn a skip into a resume when the skipped fire's send was active within the grace.
 
     A long send (a rate-limited list of 100 000) can outlast the grace counted from its fire;
     what matters after a crash is how long ago it was still sending.
     """
     grace = grace if isinstance(grace, timedelta) else timedelta(seconds=grace)
-    if decision.action != "skip" or decision.fire is None or active_at is None \
-            or decision.now - active_at > grace:
+    if (
+        decision.action != "skip"
+        or decision.fire is None
+        or active_at is None
+        or decision.now - active_at > grace
+    ):
         return decision
-    return replace(decision, action="run", since=previous_fire(cron, tz, decision.fire),
-                   missed=tuple(f for f in decision.missed if f != decision.fire),
-                   resuming=True)
+    return replace(
+        decision,
+        action="run",
+        since=previous_fire(cron, tz, decision.fire),
+        missed=tuple(f for f in decision.missed if f != decision.fire),
+        resuming=True,
+    )
 
 
 # ---- which edition ----------------------------------------------------------------------------
@@ -186,8 +216,9 @@ def closes_at(edition: Edition, config: Config) -> datetime:
     """When an edition stops collecting issues: the midnight after its week or month ends;
     a one-per-issue or explicit edition is complete at its newest issue's date."""
     if config.editions.group_by in ("week", "month"):
-        return datetime.combine(edition.end + timedelta(days=1), time(),
-                                tzinfo=config.newsletter.tz)
+        return datetime.combine(
+            edition.end + timedelta(days=1), time(), tzinfo=config.newsletter.tz
+        )
     return edition.date
 
 
@@ -198,13 +229,21 @@ def send_state(ledger: Ledger, number: int) -> Literal["unsent", "partial", "sen
     return "partial" if ledger.summary(number).pending else "sent"
 
 
-def pick_edition(config: Config, grouping: Grouping, ledger: Ledger, *,
-                 since: datetime | None, until: datetime) -> Pick:
+def pick_edition(
+    config: Config, grouping: Grouping, ledger: Ledger, *, since: datetime | None, until: datetime
+) -> Pick:
     """The latest edition that closed in ``(since, until]`` with at least one issue."""
-    window = sorted((e for e in grouping.editions if e.issues and not e.draft
-                     and (since is None or closes_at(e, config) > since)
-                     and closes_at(e, config) <= until),
-                    key=lambda e: (closes_at(e, config), e.number))
+    window = sorted(
+        (
+            e
+            for e in grouping.editions
+            if e.issues
+            and not e.draft
+            and (since is None or closes_at(e, config) > since)
+            and closes_at(e, config) <= until
+        ),
+        key=lambda e: (closes_at(e, config), e.number),
+    )
     if not window:
         return Pick(None, _nothing_closed(config, since, until))
     latest = window[-1]
@@ -215,13 +254,23 @@ def pick_edition(config: Config, grouping: Grouping, ledger: Ledger, *,
         return Pick(None, f"{label} was already sent: nothing to send", passed_over=passed)
     if state == "partial":
         s = ledger.summary(latest.number)
-        return Pick(latest, f"{label}: resuming its interrupted send ({s.sent} of {s.total} "
-                            "sent)", resume=True, passed_over=passed)
+        return Pick(
+            latest,
+            f"{label}: resuming its interrupted send ({s.sent} of {s.total} sent)",
+            resume=True,
+            passed_over=passed,
+        )
     return Pick(latest, f"{label} is due", passed_over=passed)
 
 
-def due_edition(grouping: Grouping, ledger: Ledger, now: datetime, *, config: Config,
-                since: datetime | None = None) -> Edition | None:
+def due_edition(
+    grouping: Grouping,
+    ledger: Ledger,
+    now: datetime,
+    *,
+    config: Config,
+    since: datetime | None = None,
+) -> Edition | None:
     """The edition to send at ``now`` for a fire whose previous fire was ``since``."""
     return pick_edition(config, grouping, ledger, since=since, until=now).edition
 
@@ -230,8 +279,9 @@ def _nothing_closed(config: Config, since: datetime | None, until: datetime) -> 
     rule = config.editions.group_by
     day = until.astimezone(config.newsletter.tz).date()
     if rule == "week":
-        start = day - timedelta(days=(day.weekday() - WEEKDAYS.index(config.editions.week_start))
-                                % 7)
+        start = day - timedelta(
+            days=(day.weekday() - WEEKDAYS.index(config.editions.week_start)) % 7
+        )
         period: tuple[date, date] = (start - timedelta(days=7), start - timedelta(days=1))
     elif rule == "month":
         end = day.replace(day=1) - timedelta(days=1)
@@ -244,8 +294,9 @@ def _nothing_closed(config: Config, since: datetime | None, until: datetime) -> 
     return f"the {rule} {period[0]} – {period[1]} has no published issues: nothing to send"
 
 
-def upcoming(config: Config, ledger: Ledger, now: datetime,
-             count: int = 5) -> list[tuple[datetime, Pick]]:
+def upcoming(
+    config: Config, ledger: Ledger, now: datetime, count: int = 5
+) -> list[tuple[datetime, Pick]]:
     """The next ``count`` fire times and what each would send with the files as they are."""
     from newsletter.pipeline import load_and_group
 
@@ -256,15 +307,23 @@ def upcoming(config: Config, ledger: Ledger, now: datetime,
         at = next_fire(cron, tz, at)
         if at is not None:
             grouping = load_and_group(config, now=at)
-            out.append((at, pick_edition(config, grouping, ledger,
-                                         since=previous_fire(cron, tz, at), until=at)))
+            out.append(
+                (
+                    at,
+                    pick_edition(
+                        config, grouping, ledger, since=previous_fire(cron, tz, at), until=at
+                    ),
+                )
+            )
     return out
 
 
 def require_cron(config: Config) -> str:
     if not config.schedule.cron:
-        raise ScheduleError("[schedule] cron is not set in config.toml",
-                            hint='add:\n[schedule]\ncron = "0 8 * * mon"\nmisfire_grace = "6h"')
+        raise ScheduleError(
+            "[schedule] cron is not set in config.toml",
+            hint='add:\n[schedule]\ncron = "0 8 * * mon"\nmisfire_grace = "6h"',
+        )
     return config.schedule.cron
 
 
@@ -285,6 +344,22 @@ def human(span: timedelta) -> str:
     return " ".join(shown) or f"{seconds} s"
 
 
-__all__ = ["Decision", "Pick", "closes_at", "cron_trigger", "due_edition", "fire_times",
-           "human", "local_time", "missed_run", "next_fire", "pick_edition", "plural",
-           "previous_fire", "require_cron", "resume_decision", "send_state", "upcoming"]
+__all__ = [
+    "Decision",
+    "Pick",
+    "closes_at",
+    "cron_trigger",
+    "due_edition",
+    "fire_times",
+    "human",
+    "local_time",
+    "missed_run",
+    "next_fire",
+    "pick_edition",
+    "plural",
+    "previous_fire",
+    "require_cron",
+    "resume_decision",
+    "send_state",
+    "upcoming",
+]

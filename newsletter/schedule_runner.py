@@ -67,9 +67,15 @@ class RunSummary:
         return self.status not in ("failed", "interrupted")
 
 
-def run_due(config: Config, *, now: datetime | None = None, sender: Sender | None = None,
-            environ: Mapping[str, str] | None = None, stop: threading.Event | None = None,
-            lease: LeaseKeeper | None = None) -> RunSummary:
+def run_due(
+    config: Config,
+    *,
+    now: datetime | None = None,
+    sender: Sender | None = None,
+    environ: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
+    lease: LeaseKeeper | None = None,
+) -> RunSummary:
     """Do whatever is due at ``now``: nothing, skip a missed fire, or build, publish and send.
 
     Takes the scheduler lease (``ScheduleError`` if another scheduler holds it) unless the
@@ -89,10 +95,14 @@ def run_due(config: Config, *, now: datetime | None = None, sender: Sender | Non
             decision = missed_run(fires.last_settled(), now, cron, grace, tz=tz)
             if decision.fire is not None:
                 record = fires.get(decision.fire)
-                active = record.updated_at if record and record.status in (
-                    "running", "interrupted") else None
-                decision = resume_decision(decision, cron=cron, tz=tz, active_at=active,
-                                           grace=grace)
+                active = (
+                    record.updated_at
+                    if record and record.status in ("running", "interrupted")
+                    else None
+                )
+                decision = resume_decision(
+                    decision, cron=cron, tz=tz, active_at=active, grace=grace
+                )
             summary = RunSummary(decision)
             _log_decision(config, decision)
             fire = decision.fire
@@ -107,8 +117,18 @@ def run_due(config: Config, *, now: datetime | None = None, sender: Sender | Non
             fires.start(fire)
             keeper.beat = lambda: fires.touch(fire)
             try:
-                _fire(config, db, summary, fires, fire, now=now, sender=sender, environ=environ,
-                      stop=stop, keeper=keeper)
+                _fire(
+                    config,
+                    db,
+                    summary,
+                    fires,
+                    fire,
+                    now=now,
+                    sender=sender,
+                    environ=environ,
+                    stop=stop,
+                    keeper=keeper,
+                )
             except NewsletterError as exc:
                 summary.status, summary.reason = "failed", exc.message
                 log.error("run failed: %s", "; ".join(exc.lines()))
@@ -124,20 +144,39 @@ def run_due(config: Config, *, now: datetime | None = None, sender: Sender | Non
         db.close()
 
 
-def _fire(config: Config, db: Database, summary: RunSummary, fires: FireLog, fire: datetime, *,
-          now: datetime, sender: Sender | None, environ: Mapping[str, str] | None,
-          stop: threading.Event, keeper: LeaseKeeper) -> None:
+def _fire(
+    config: Config,
+    db: Database,
+    summary: RunSummary,
+    fires: FireLog,
+    fire: datetime,
+    *,
+    now: datetime,
+    sender: Sender | None,
+    environ: Mapping[str, str] | None,
+    stop: threading.Event,
+    keeper: LeaseKeeper,
+) -> None:
     """One fire: pick the edition, build, publish, then send it (or say why not)."""
     from newsletter.pipeline import load_and_group
     from newsletter.state.ledger import Ledger
 
-    pick = pick_edition(config, load_and_group(config, now=now), Ledger(db),
-                        since=summary.decision.since, until=fire)
+    pick = pick_edition(
+        config,
+        load_and_group(config, now=now),
+        Ledger(db),
+        since=summary.decision.since,
+        until=fire,
+    )
     log.info("%s", pick.reason)
     for old in pick.passed_over:
-        log.warning("edition %d %r also closed since the previous fire but only the latest is "
-                    "sent automatically; send it by hand if you want: newsletter send %d",
-                    old.number, old.title, old.number)
+        log.warning(
+            "edition %d %r also closed since the previous fire but only the latest is "
+            "sent automatically; send it by hand if you want: newsletter send %d",
+            old.number,
+            old.title,
+            old.number,
+        )
     if pick.edition is not None:
         summary.edition = pick.edition.number
         fires.start(fire, pick.edition.number)
@@ -147,26 +186,50 @@ def _fire(config: Config, db: Database, summary: RunSummary, fires: FireLog, fir
     elif stop.is_set():
         summary.status, summary.reason = "interrupted", "stopped before sending"
     else:
-        _send(config, db, summary, pick.edition, now=now, sender=sender, environ=environ,
-              stop=stop, keeper=keeper)
+        _send(
+            config,
+            db,
+            summary,
+            pick.edition,
+            now=now,
+            sender=sender,
+            environ=environ,
+            stop=stop,
+            keeper=keeper,
+        )
 
 
-def _build_and_publish(config: Config, summary: RunSummary, *, now: datetime,
-                       environ: Mapping[str, str] | None) -> None:
+def _build_and_publish(
+    config: Config, summary: RunSummary, *, now: datetime, environ: Mapping[str, str] | None
+) -> None:
     from newsletter.pipeline import build
 
     report = summary.build = build(config, now=now)
-    log.info("build: %s, %d rendered, %d unchanged → %s", plural(report.editions, "edition"),
-             len(report.rendered), report.reused, report.out)
+    log.info(
+        "build: %s, %d rendered, %d unchanged → %s",
+        plural(report.editions, "edition"),
+        len(report.rendered),
+        report.reused,
+        report.out,
+    )
     if config.publish.command:
         took = run_publish_command(config, edition=summary.edition, environ=environ)
         summary.published = True
         log.info("publish: `%s` succeeded in %.1f s", config.publish.command, took)
 
 
-def _send(config: Config, db: Database, summary: RunSummary, edition: Edition, *,
-          now: datetime, sender: Sender | None, environ: Mapping[str, str] | None,
-          stop: threading.Event, keeper: LeaseKeeper) -> None:
+def _send(
+    config: Config,
+    db: Database,
+    summary: RunSummary,
+    edition: Edition,
+    *,
+    now: datetime,
+    sender: Sender | None,
+    environ: Mapping[str, str] | None,
+    stop: threading.Event,
+    keeper: LeaseKeeper,
+) -> None:
     """Send through `newsletter send`'s path: the ledger skips whoever already has it."""
     from newsletter.deliver.send import plan_send, send_edition
     from newsletter.state.ledger import Ledger
@@ -175,8 +238,9 @@ def _send(config: Config, db: Database, summary: RunSummary, edition: Edition, *
     for finding in plan.check.findings:
         log.warning("check: %s", finding)
     if plan.edition.key != edition.key:  # numbering must not move between pick and send
-        raise ScheduleError(f"edition {edition.number} changed during the run "
-                            f"({edition.key} → {plan.edition.key})")
+        raise ScheduleError(
+            f"edition {edition.number} changed during the run ({edition.key} → {plan.edition.key})"
+        )
     ledger = Ledger(db)
     ledger.mark_started(edition.number, sender.name if sender else plan.sender)
     result = send_edition(config, plan, db=db, sender=sender, environ=environ, stop=stop)
@@ -184,11 +248,20 @@ def _send(config: Config, db: Database, summary: RunSummary, edition: Edition, *
     summary.sent, summary.failed = result.run.sent, result.run.failed
     summary.pending = totals.pending if totals else 0
     if totals is not None:
-        log.info("send edition %d via %s: %d enqueued, %d sent and %d failed in this run; "
-                 "ledger: %d recipients = %d sent + %d failed + %d pending + %d suppressed",
-                 edition.number, result.sender, result.enqueued, result.run.sent,
-                 result.run.failed, totals.total, totals.sent, totals.failed, totals.pending,
-                 totals.suppressed)
+        log.info(
+            "send edition %d via %s: %d enqueued, %d sent and %d failed in this run; "
+            "ledger: %d recipients = %d sent + %d failed + %d pending + %d suppressed",
+            edition.number,
+            result.sender,
+            result.enqueued,
+            result.run.sent,
+            result.run.failed,
+            totals.total,
+            totals.sent,
+            totals.failed,
+            totals.pending,
+            totals.suppressed,
+        )
     if totals is not None and not totals.pending:  # settled, even if SIGTERM came at the end
         ledger.mark_finished(edition.number)
         summary.status = "sent"
@@ -203,22 +276,35 @@ def _log_decision(config: Config, d: Decision) -> None:
     grace = human(timedelta(seconds=config.schedule.misfire_grace))
     for fire in d.missed[:5]:
         if d.action != "skip" or fire != d.fire:
-            log.warning("fire %s was missed by %s (more than misfire_grace %s): skipped",
-                        local_time(fire, config), human(d.now - fire), grace)
+            log.warning(
+                "fire %s was missed by %s (more than misfire_grace %s): skipped",
+                local_time(fire, config),
+                human(d.now - fire),
+                grace,
+            )
     if len(d.missed) > 5:
-        log.warning("… and %s more missed fires", len(d.missed) - 5 if len(d.missed) < 100
-                    else "at least 95")
+        log.warning(
+            "… and %s more missed fires",
+            len(d.missed) - 5 if len(d.missed) < 100 else "at least 95",
+        )
     nxt = f"next fire {local_time(d.next_fire, config)}" if d.next_fire else "no next fire"
     if d.fire is None:
         log.info("nothing due; %s", nxt)
     elif d.action == "skip":
-        log.warning("fire %s was missed by %s (more than misfire_grace %s): skipped, not sent "
-                    "late; %s", local_time(d.fire, config), human(d.late), grace, nxt)
+        log.warning(
+            "fire %s was missed by %s (more than misfire_grace %s): skipped, not sent late; %s",
+            local_time(d.fire, config),
+            human(d.late),
+            grace,
+            nxt,
+        )
     else:
-        how = "resuming its interrupted run" if d.resuming else (
-            f"running {human(d.late)} late" if d.late >= timedelta(minutes=1) else "due")
-        folded = f"; {len(d.coalesced)} earlier fire(s) folded into this one" \
-            if d.coalesced else ""
+        how = (
+            "resuming its interrupted run"
+            if d.resuming
+            else (f"running {human(d.late)} late" if d.late >= timedelta(minutes=1) else "due")
+        )
+        folded = f"; {len(d.coalesced)} earlier fire(s) folded into this one" if d.coalesced else ""
         log.info("fire %s: %s%s", local_time(d.fire, config), how, folded)
 
 
@@ -230,9 +316,13 @@ def _log_skipped_edition(config: Config, db: Database, fire: datetime, now: date
     ledger = Ledger(db)
     try:
         grouping = load_and_group(config, now=now)
-        pick = pick_edition(config, grouping, ledger,
-                            since=previous_fire(config.schedule.cron, config.newsletter.tz,
-                                                fire), until=fire)
+        pick = pick_edition(
+            config,
+            grouping,
+            ledger,
+            since=previous_fire(config.schedule.cron, config.newsletter.tz, fire),
+            until=fire,
+        )
     except NewsletterError as exc:  # the skip stands whatever the content says
         log.warning("could not tell which edition the skipped fire would have sent: %s", exc)
         return
@@ -241,12 +331,20 @@ def _log_skipped_edition(config: Config, db: Database, fire: datetime, now: date
     n = pick.edition.number
     if pick.resume:
         done = ledger.summary(n)
-        log.warning("the interrupted send of edition %d (%d of %d sent) is not resumed this "
-                    "late; finish it by hand: newsletter send %d --yes", n, done.sent,
-                    done.total, n)
+        log.warning(
+            "the interrupted send of edition %d (%d of %d sent) is not resumed this "
+            "late; finish it by hand: newsletter send %d --yes",
+            n,
+            done.sent,
+            done.total,
+            n,
+        )
     else:
-        log.warning("edition %d was not sent; send it by hand if you still want it out: "
-                    "newsletter send %d", n, n)
+        log.warning(
+            "edition %d was not sent; send it by hand if you still want it out: newsletter send %d",
+            n,
+            n,
+        )
 
 
 def _outcome(s: RunSummary) -> str:
@@ -255,14 +353,20 @@ def _outcome(s: RunSummary) -> str:
     if s.status == "nothing":
         return "nothing sent"
     if s.status == "interrupted":
-        return (f"interrupted ({s.reason}); {s.pending} recipients pending — run again "
-                "within misfire_grace to resume")
+        return (
+            f"interrupted ({s.reason}); {s.pending} recipients pending — run again "
+            "within misfire_grace to resume"
+        )
     return f"{s.status}: {s.reason}"
 
 
-def run_publish_command(config: Config, *, edition: int | None,
-                        environ: Mapping[str, str] | None = None,
-                        timeout: float = PUBLISH_TIMEOUT) -> float:
+def run_publish_command(
+    config: Config,
+    *,
+    edition: int | None,
+    environ: Mapping[str, str] | None = None,
+    timeout: float = PUBLISH_TIMEOUT,
+) -> float:
     """Run ``[publish] command`` in the project directory; return how long it took.
 
     Split with shlex and run without a shell (write ``sh -c '…'`` for pipes or ``&&``). It
@@ -273,38 +377,56 @@ def run_publish_command(config: Config, *, edition: int | None,
     try:
         argv = shlex.split(command)
     except ValueError as exc:  # an unbalanced quote
-        raise PublishError(f"[publish] command: cannot parse {command!r}: {exc}",
-                           hint="quote it as a POSIX shell would") from None
+        raise PublishError(
+            f"[publish] command: cannot parse {command!r}: {exc}",
+            hint="quote it as a POSIX shell would",
+        ) from None
     if not argv:
         raise PublishError("[publish] command is blank", hint="remove it, or give a command")
-    env = {**os.environ, **(environ or {}), "NEWSLETTER_OUT": str(config.out_dir),
-           "NEWSLETTER_ROOT": str(config.root),
-           "NEWSLETTER_EDITION": "" if edition is None else str(edition)}
+    env = {
+        **os.environ,
+        **(environ or {}),
+        "NEWSLETTER_OUT": str(config.out_dir),
+        "NEWSLETTER_ROOT": str(config.root),
+        "NEWSLETTER_EDITION": "" if edition is None else str(edition),
+    }
     started = time.monotonic()
     try:
         # A session of its own so a timeout kills the whole tree (sh -c, rsync's ssh, …).
-        proc = subprocess.Popen(argv, cwd=config.root, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=config.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     except OSError as exc:
-        raise PublishError(f"[publish] command: cannot run {argv[0]!r}: {exc.strerror}",
-                           hint="use the full path of the program, or check PATH") from exc
+        raise PublishError(
+            f"[publish] command: cannot run {argv[0]!r}: {exc.strerror}",
+            hint="use the full path of the program, or check PATH",
+        ) from exc
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        raise PublishError(f"[publish] command timed out after {timeout:g} s: {command}",
-                           hint="nothing was sent; fix the command and run "
-                                "`newsletter schedule --once` within misfire_grace") from None
+        raise PublishError(
+            f"[publish] command timed out after {timeout:g} s: {command}",
+            hint="nothing was sent; fix the command and run "
+            "`newsletter schedule --once` within misfire_grace",
+        ) from None
     text = out.decode("utf-8", "replace").strip()
     for line in text.splitlines()[-20:]:
         log.info("publish | %s", line)
     if proc.returncode:
         tail = " / ".join(text.splitlines()[-3:]) or "no output"
-        raise PublishError(f"[publish] command failed with exit code {proc.returncode}: {tail}",
-                           hint="nothing was sent; fix the command and run "
-                                "`newsletter schedule --once` within misfire_grace")
+        raise PublishError(
+            f"[publish] command failed with exit code {proc.returncode}: {tail}",
+            hint="nothing was sent; fix the command and run "
+            "`newsletter schedule --once` within misfire_grace",
+        )
     return time.monotonic() - started
 
 
@@ -345,19 +467,31 @@ def scheduled_job(root: str) -> None:
         try:
             config = load_config(root, environ=rt.environ)
             if config.schedule.cron != rt.cron:
-                log.warning("[schedule] cron changed from %r to %r: this process still wakes "
-                            "up at the old times; restart `newsletter schedule` to apply it",
-                            rt.cron, config.schedule.cron)
-            run_due(config, lease=rt.keeper, stop=rt.stop, environ=rt.environ,
-                    sender=rt.sender_factory() if rt.sender_factory else None)
+                log.warning(
+                    "[schedule] cron changed from %r to %r: this process still wakes "
+                    "up at the old times; restart `newsletter schedule` to apply it",
+                    rt.cron,
+                    config.schedule.cron,
+                )
+            run_due(
+                config,
+                lease=rt.keeper,
+                stop=rt.stop,
+                environ=rt.environ,
+                sender=rt.sender_factory() if rt.sender_factory else None,
+            )
         except NewsletterError as exc:  # logged; the scheduler waits for the next fire
             for line in exc.lines():
                 log.error("%s", line)
 
 
-def run_forever(config: Config, *, stop: threading.Event,
-                environ: Mapping[str, str] | None = None,
-                sender_factory: Callable[[], Sender] | None = None) -> None:
+def run_forever(
+    config: Config,
+    *,
+    stop: threading.Event,
+    environ: Mapping[str, str] | None = None,
+    sender_factory: Callable[[], Sender] | None = None,
+) -> None:
     """The foreground scheduler: catch up once, then fire by cron until ``stop`` is set."""
     global _runtime
     from apscheduler.executors.pool import ThreadPoolExecutor
@@ -372,27 +506,51 @@ def run_forever(config: Config, *, stop: threading.Event,
     db = open_state(config)
     try:
         with LeaseKeeper(db, stop=stop) as keeper:
-            log.info("scheduler started as %s: %r in %s, misfire_grace %g s", keeper.holder,
-                     cron, config.newsletter.timezone, grace)
+            log.info(
+                "scheduler started as %s: %r in %s, misfire_grace %g s",
+                keeper.holder,
+                cron,
+                config.newsletter.timezone,
+                grace,
+            )
             factory = sender_factory
-            run_due(config, lease=keeper, stop=stop, environ=environ,
-                    sender=factory() if factory else None)  # catch up after downtime
+            run_due(
+                config,
+                lease=keeper,
+                stop=stop,
+                environ=environ,
+                sender=factory() if factory else None,
+            )  # catch up after downtime
             if stop.is_set():
                 return
             scheduler = BlockingScheduler(
-                timezone=tz, executors={"default": ThreadPoolExecutor(max_workers=1)},
-                jobstores={"default": SQLAlchemyJobStore(url=config.database_url,
-                                                         tablename=JOBS_TABLE)})
+                timezone=tz,
+                executors={"default": ThreadPoolExecutor(max_workers=1)},
+                jobstores={
+                    "default": SQLAlchemyJobStore(url=config.database_url, tablename=JOBS_TABLE)
+                },
+            )
             # Explicit: APScheduler's default grace is 1 s, which turns a late wake-up into
             # no run at all. run_due applies the same grace again with the fire log.
-            scheduler.add_job(JOB_FUNC, trigger=cron_trigger(cron, tz), args=[str(config.root)],
-                              id=JOB_ID, name="newsletter: build, publish, send",
-                              misfire_grace_time=max(1, int(grace)), coalesce=True,
-                              max_instances=1, replace_existing=True)
+            scheduler.add_job(
+                JOB_FUNC,
+                trigger=cron_trigger(cron, tz),
+                args=[str(config.root)],
+                id=JOB_ID,
+                name="newsletter: build, publish, send",
+                misfire_grace_time=max(1, int(grace)),
+                coalesce=True,
+                max_instances=1,
+                replace_existing=True,
+            )
             rt = _runtime = _Runtime(keeper, cron, stop, environ, sender_factory, scheduler)
             returned = threading.Event()
-            watcher = threading.Thread(target=_shutdown_on, args=(stop, scheduler, returned),
-                                       daemon=True, name="schedule-stop")
+            watcher = threading.Thread(
+                target=_shutdown_on,
+                args=(stop, scheduler, returned),
+                daemon=True,
+                name="schedule-stop",
+            )
             watcher.start()
             upcoming = next_fire(cron, tz, clock.now())
             log.info("waiting; next fire %s", local_time(upcoming, config) if upcoming else "none")
@@ -410,8 +568,9 @@ def run_forever(config: Config, *, stop: threading.Event,
         db.close()
 
 
-def _shutdown_on(stop: threading.Event, scheduler: BlockingScheduler,
-                 returned: threading.Event) -> None:
+def _shutdown_on(
+    stop: threading.Event, scheduler: BlockingScheduler, returned: threading.Event
+) -> None:
     from apscheduler.schedulers import SchedulerNotRunningError
 
     stop.wait()
@@ -423,5 +582,13 @@ def _shutdown_on(stop: threading.Event, scheduler: BlockingScheduler,
             returned.wait(0.02)
 
 
-__all__ = ["JOB_FUNC", "JOB_ID", "RunSummary", "current_scheduler", "run_due", "run_forever",
-           "run_publish_command", "scheduled_job"]
+__all__ = [
+    "JOB_FUNC",
+    "JOB_ID",
+    "RunSummary",
+    "current_scheduler",
+    "run_due",
+    "run_forever",
+    "run_publish_command",
+    "scheduled_job",
+]

@@ -43,7 +43,8 @@ SETTLED = frozenset({"sent", "nothing", "skipped", "abandoned"})  # fires never 
 # use, like APScheduler does for its job store in the same database.
 _metadata = MetaData()
 schedule_fires = Table(
-    "schedule_fires", _metadata,
+    "schedule_fires",
+    _metadata,
     Column("fire_time", UTCDateTime, primary_key=True),
     Column("status", String(16), nullable=False),  # running, a SETTLED one, failed, interrupted
     Column("edition", Integer, nullable=True),
@@ -83,7 +84,8 @@ class FireLog:
         c = schedule_fires.c
         with self.db.connect() as conn:
             settled: datetime | None = conn.execute(
-                select(func.max(c.fire_time)).where(c.status.in_(SETTLED))).scalar()
+                select(func.max(c.fire_time)).where(c.status.in_(SETTLED))
+            ).scalar()
             first: datetime | None = conn.execute(select(func.min(c.fire_time))).scalar()
         if settled is not None:
             return settled
@@ -91,42 +93,57 @@ class FireLog:
 
     def get(self, fire: datetime) -> FireRecord | None:
         with self.db.connect() as conn:
-            row = conn.execute(select(schedule_fires)
-                               .where(schedule_fires.c.fire_time == fire)).first()
+            row = conn.execute(
+                select(schedule_fires).where(schedule_fires.c.fire_time == fire)
+            ).first()
         return None if row is None else FireRecord(*row)
 
     def recent(self, limit: int = 5) -> list[FireRecord]:
         with self.db.connect() as conn:
-            rows = conn.execute(select(schedule_fires).order_by(
-                schedule_fires.c.fire_time.desc()).limit(limit)).all()
+            rows = conn.execute(
+                select(schedule_fires).order_by(schedule_fires.c.fire_time.desc()).limit(limit)
+            ).all()
         return [FireRecord(*row) for row in rows]
 
     def start(self, fire: datetime, edition: int | None = None) -> None:
         self._put(fire, "running", edition, "")
 
-    def finish(self, fire: datetime, status: str, detail: str = "",
-               edition: int | None = None) -> None:
+    def finish(
+        self, fire: datetime, status: str, detail: str = "", edition: int | None = None
+    ) -> None:
         self._put(fire, status, edition, detail)
 
     def touch(self, fire: datetime) -> None:
         with self.db.transaction() as conn:
-            conn.execute(sql_update(schedule_fires).where(schedule_fires.c.fire_time == fire)
-                         .values(updated_at=clock.now()))
+            conn.execute(
+                sql_update(schedule_fires)
+                .where(schedule_fires.c.fire_time == fire)
+                .values(updated_at=clock.now())
+            )
 
     def abandon_before(self, fire: datetime, config: Config) -> None:
         """Older fires that never finished are given up (said once, loudly), not resumed later."""
         with self.db.connect() as conn:
-            rows = conn.execute(select(schedule_fires).where(
-                schedule_fires.c.fire_time < fire,
-                schedule_fires.c.status.not_in(SETTLED))).all()
+            rows = conn.execute(
+                select(schedule_fires).where(
+                    schedule_fires.c.fire_time < fire, schedule_fires.c.status.not_in(SETTLED)
+                )
+            ).all()
         for rec in (FireRecord(*row) for row in rows):
             what = f"edition {rec.edition}" if rec.edition is not None else "its run"
-            advice = f": finish it with `newsletter send {rec.edition} --yes`" \
-                if rec.edition is not None else ""
-            log.warning("the run of fire %s did not finish (%s, %s); a later fire does not "
-                        "resume %s%s", rec.fire.astimezone(config.newsletter.tz)
-                        .strftime("%a %Y-%m-%d %H:%M %Z"), rec.status,
-                        rec.detail or "no detail", what, advice)
+            advice = (
+                f": finish it with `newsletter send {rec.edition} --yes`"
+                if rec.edition is not None
+                else ""
+            )
+            log.warning(
+                "the run of fire %s did not finish (%s, %s); a later fire does not resume %s%s",
+                rec.fire.astimezone(config.newsletter.tz).strftime("%a %Y-%m-%d %H:%M %Z"),
+                rec.status,
+                rec.detail or "no detail",
+                what,
+                advice,
+            )
             self._put(rec.fire, "abandoned", rec.edition, f"{rec.status}: {rec.detail}"[:500])
 
     def _put(self, fire: datetime, status: str, edition: int | None, detail: str) -> None:
@@ -135,11 +152,17 @@ class FireLog:
         if edition is not None:
             values["edition"] = edition
         with self.db.transaction() as conn:
-            changed = conn.execute(sql_update(schedule_fires)
-                                   .where(schedule_fires.c.fire_time == fire).values(**values))
+            changed = conn.execute(
+                sql_update(schedule_fires)
+                .where(schedule_fires.c.fire_time == fire)
+                .values(**values)
+            )
             if changed.rowcount == 0:
-                conn.execute(self.db.insert_ignore(schedule_fires).values(
-                    fire_time=fire, started_at=now, edition=edition, **values))
+                conn.execute(
+                    self.db.insert_ignore(schedule_fires).values(
+                        fire_time=fire, started_at=now, edition=edition, **values
+                    )
+                )
 
 
 class LeaseKeeper:
@@ -151,8 +174,14 @@ class LeaseKeeper:
     longer exists (kill -9) is taken over at once instead of after its expiry.
     """
 
-    def __init__(self, db: Database, *, stop: threading.Event | None = None,
-                 holder: str | None = None, ttl: float = LEASE_TTL) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        stop: threading.Event | None = None,
+        holder: str | None = None,
+        ttl: float = LEASE_TTL,
+    ) -> None:
         self.lease = Lease(db, LEASE_NAME, holder, ttl)
         self.stop = stop or threading.Event()
         self.lost = threading.Event()
@@ -170,20 +199,23 @@ class LeaseKeeper:
             return
         held = self.lease.current()
         if held is not None and _gone(held[0]) and self._take_over(held[0]):
-            log.warning("took over the scheduler lease of %s (that process no longer runs)",
-                        held[0])
+            log.warning(
+                "took over the scheduler lease of %s (that process no longer runs)", held[0]
+            )
             return
         who, until = held if held else ("another process", clock.now())
         raise ScheduleError(
             f"another scheduler is running against {self.lease.db.where}: {who} holds the "
             f"lease until {until.isoformat(timespec='seconds')}",
             hint="only one `newsletter schedule` may run per state database; stop the other "
-                 "one, or wait until its lease expires if it was killed")
+            "one, or wait until its lease expires if it was killed",
+        )
 
     def _take_over(self, holder: str) -> bool:
         with self.lease.db.transaction() as conn:  # only if that very holder still has it
-            conn.execute(delete(leases).where(leases.c.name == LEASE_NAME,
-                                              leases.c.holder == holder))
+            conn.execute(
+                delete(leases).where(leases.c.name == LEASE_NAME, leases.c.holder == holder)
+            )
         return self.lease.acquire()
 
     def __enter__(self) -> Self:
@@ -192,8 +224,9 @@ class LeaseKeeper:
         self._thread.start()
         return self
 
-    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._done.set()
         if self._thread is not None:
             self._thread.join()
@@ -211,8 +244,10 @@ class LeaseKeeper:
                 continue
             if not kept:
                 held = self.lease.current()
-                log.error("lost the scheduler lease to %s; stopping after the messages in "
-                          "flight", held[0] if held else "nobody")
+                log.error(
+                    "lost the scheduler lease to %s; stopping after the messages in flight",
+                    held[0] if held else "nobody",
+                )
                 self.lost.set()
                 self.stop.set()
                 return

@@ -36,7 +36,8 @@ def load_secret(env_name: str, environ: Mapping[str, str] | None = None) -> byte
             f"environment variable {env_name} is {'too short' if value else 'not set'}: "
             f"unsubscribe links need a secret of at least {MIN_SECRET_BYTES} bytes",
             hint=f'export {env_name}="$(python -c '
-                 f'"import secrets; print(secrets.token_urlsafe(32))")"')
+            f'"import secrets; print(secrets.token_urlsafe(32))")"',
+        )
     return value.encode()
 
 
@@ -66,7 +67,7 @@ class Signer:
             return None
         if len(raw) != _LAYOUT.size + _MAC_BYTES:
             return None
-        version, purpose, sub_id, stamp = _LAYOUT.unpack(raw[:_LAYOUT.size])
+        version, purpose, sub_id, stamp = _LAYOUT.unpack(raw[: _LAYOUT.size])
         names = {v: k for k, v in PURPOSES.items()}
         if version != _VERSION or purpose not in names:
             return None
@@ -78,5 +79,5 @@ class Signer:
         if data is None or data.purpose != purpose:
             return None
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        expected = self._mac(raw[:_LAYOUT.size], email)
-        return data if hmac.compare_digest(expected, raw[_LAYOUT.size:]) else None
+        expected = self._mac(raw[: _LAYOUT.size], email)
+        return data if hmac.compare_digest(expected, raw[_LAYOUT.size :]) else None

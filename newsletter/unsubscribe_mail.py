@@ -28,8 +28,9 @@ from newsletter.tokens import TOKEN_LENGTH, Signer, load_secret
 
 EX_TEMPFAIL = 75  # sysexits.h: the MTA keeps the message and tries again later
 MAX_MESSAGE = 10 * 1024 * 1024
-_TOKEN = re.compile(rf"\bunsubscribe\s+([A-Za-z0-9_-]{{{TOKEN_LENGTH}}})(?![A-Za-z0-9_-])",
-                    re.IGNORECASE)
+_TOKEN = re.compile(
+    rf"\bunsubscribe\s+([A-Za-z0-9_-]{{{TOKEN_LENGTH}}})(?![A-Za-z0-9_-])", re.IGNORECASE
+)
 _AUTOMATIC = re.compile(r"^\s*(bulk|junk|list|auto[_-]reply)\s*$", re.IGNORECASE)
 
 
@@ -61,8 +62,11 @@ def process(db: Database, signer: Signer, raw: bytes) -> MailOutcome:
         found = subscription.find(db, signer, token, "unsubscribe")
         if found is not None:
             changed = subscription.unsubscribe(db, found.email, "email (token)")
-            return MailOutcome(True, f"subscriber {found.id}: "
-                                     + ("unsubscribed" if changed else "already unsubscribed"))
+            return MailOutcome(
+                True,
+                f"subscriber {found.id}: "
+                + ("unsubscribed" if changed else "already unsubscribed"),
+            )
     if _automatic(msg):
         return MailOutcome(False, "automatic message (Auto-Submitted/Precedence): ignored")
     addresses = [addr for _, addr in getaddresses([str(msg.get("From", ""))]) if "@" in addr]
@@ -70,20 +74,19 @@ def process(db: Database, signer: Signer, raw: bytes) -> MailOutcome:
         return MailOutcome(False, "no valid token and no single From address: nothing done")
     sub = subscribers.get(db, addresses[0])
     if sub is None or sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
-        return MailOutcome(False, "no valid token, and the sender is not subscribed: "
-                                  "nothing done")
+        return MailOutcome(False, "no valid token, and the sender is not subscribed: nothing done")
     subscription.unsubscribe(db, sub.email, "email (From address)")
     return MailOutcome(True, f"subscriber {sub.id}: unsubscribed (From address)")
 
 
-def run(config: Config, stream: BinaryIO,
-        environ: Mapping[str, str] | None = None) -> MailOutcome:
+def run(config: Config, stream: BinaryIO, environ: Mapping[str, str] | None = None) -> MailOutcome:
     """Read one RFC 5322 message from ``stream`` (as an MTA pipe delivers it) and act on it."""
     raw = stream.read(MAX_MESSAGE + 1)
     if len(raw) > MAX_MESSAGE:
         return MailOutcome(False, "message larger than 10 MB: ignored")
-    signer = Signer(load_secret(config.email.secret_env,
-                                os.environ if environ is None else environ))
+    signer = Signer(
+        load_secret(config.email.secret_env, os.environ if environ is None else environ)
+    )
     db = open_database(config.database_url, busy_timeout=config.state.busy_timeout)
     try:
         return process(db, signer, raw)

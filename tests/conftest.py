@@ -50,8 +50,9 @@ MakeProject = Callable[..., Config]
 def make_project(tmp_path: Path) -> MakeProject:
     """Write config.toml and files into tmp_path/site and return the loaded Config."""
 
-    def make(files: dict[str, str] | None = None, config: str = BASE_CONFIG,
-             extra_config: str = "") -> Config:
+    def make(
+        files: dict[str, str] | None = None, config: str = BASE_CONFIG, extra_config: str = ""
+    ) -> Config:
         root = tmp_path / "site"
         root.mkdir(exist_ok=True)
         (root / "config.toml").write_text(config + extra_config, encoding="utf-8")
@@ -74,5 +75,9 @@ def frozen_now() -> Iterator[datetime]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-golden", action="store_true", default=False,
-                     help="Rewrite tests/golden/ from the current output (on purpose only).")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="Rewrite tests/golden/ from the current output (on purpose only).",
+    )

@@ -39,8 +39,9 @@ class PostgresServer:
         """Run one statement outside a transaction (CREATE/DROP DATABASE need that)."""
         import psycopg
 
-        with psycopg.connect(host=self.host, port=self.port, user=self.user, dbname=dbname,
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            host=self.host, port=self.port, user=self.user, dbname=dbname, autocommit=True
+        ) as conn:
             conn.execute(sql)
 
 
@@ -88,21 +89,59 @@ def start_postgres() -> PostgresServer:
     if as_postgres:
         shutil.chown(root, "postgres", "postgres")
         shutil.chown(datadir, "postgres", "postgres")
-    _run([str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust",
-          "--encoding=UTF8", "--locale=C", "--no-sync"], as_postgres=as_postgres)
+    _run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        as_postgres=as_postgres,
+    )
     port = _free_port()
-    options = (f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off "
-               "-c full_page_writes=off -c max_connections=200")
-    _run([str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(root / "server.log"),
-          "-o", options, "-w", "-t", "60", "start"], as_postgres=as_postgres)
+    options = (
+        f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off "
+        "-c full_page_writes=off -c max_connections=200"
+    )
+    _run(
+        [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(datadir),
+            "-l",
+            str(root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        as_postgres=as_postgres,
+    )
     return PostgresServer(bindir=bindir, datadir=datadir, port=port)
 
 
 def stop_postgres(server: PostgresServer) -> None:
     """Stop the cluster and delete its files."""
     try:
-        _run([str(server.bindir / "pg_ctl"), "-D", str(server.datadir), "-m", "immediate",
-              "-w", "stop"], as_postgres=os.geteuid() == 0)
+        _run(
+            [
+                str(server.bindir / "pg_ctl"),
+                "-D",
+                str(server.datadir),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            as_postgres=os.geteuid() == 0,
+        )
     finally:
         shutil.rmtree(server.datadir.parent, ignore_errors=True)
 

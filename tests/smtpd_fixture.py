@@ -39,8 +39,17 @@ from tests.smtpd_protocol import (
     server_context,
 )
 
-__all__ = ["HOST", "PASSWORD", "Received", "SMTPServer", "ServerProcess", "ca_file",
-           "make_smtp_server", "server_process", "smtp_server"]
+__all__ = [
+    "HOST",
+    "PASSWORD",
+    "Received",
+    "SMTPServer",
+    "ServerProcess",
+    "ca_file",
+    "make_smtp_server",
+    "server_process",
+    "smtp_server",
+]
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -60,8 +69,7 @@ class _Controller(Controller):
         return StrictSMTP(self.owner, self.handler, **self.SMTP_kwargs)
 
     def _create_server(self) -> Any:
-        return self.loop.create_server(self._factory_invoker, sock=self._sock,
-                                       ssl=self.ssl_context)
+        return self.loop.create_server(self._factory_invoker, sock=self._sock, ssl=self.ssl_context)
 
 
 class SMTPServer:
@@ -72,11 +80,20 @@ class SMTPServer:
     ``helo_reply = "421 …"``, ``drop_data(times)``, ``stall("DATA")`` / ``release()``.
     """
 
-    def __init__(self, *, starttls: bool = True, implicit_tls: bool = False,
-                 auth: tuple[str, ...] = ("LOGIN", "PLAIN"), auth_over_plain: bool = False,
-                 pipelining: bool = True,
-                 port: int = 0, record_file: str | None = None, keep_content: bool = True,
-                 server_timeout: float = 60.0, cert_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        starttls: bool = True,
+        implicit_tls: bool = False,
+        auth: tuple[str, ...] = ("LOGIN", "PLAIN"),
+        auth_over_plain: bool = False,
+        pipelining: bool = True,
+        port: int = 0,
+        record_file: str | None = None,
+        keep_content: bool = True,
+        server_timeout: float = 60.0,
+        cert_dir: str | None = None,
+    ) -> None:
         self.requested_port = port
         self.pipelining = pipelining
         self.keep_content = keep_content
@@ -99,8 +116,12 @@ class SMTPServer:
             self._record_fd = os.open(record_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         context = server_context(cert_dir) if (starttls or implicit_tls) else None
         kwargs: dict[str, Any] = dict(
-            server_hostname="localhost", ready_timeout=10.0, timeout=server_timeout,
-            auth_require_tls=not auth_over_plain, enable_SMTPUTF8=True)
+            server_hostname="localhost",
+            ready_timeout=10.0,
+            timeout=server_timeout,
+            auth_require_tls=not auth_over_plain,
+            enable_SMTPUTF8=True,
+        )
         kwargs["authenticator"] = self._authenticate
         kwargs["auth_exclude_mechanism"] = [m for m in ("LOGIN", "PLAIN") if m not in auth]
         if implicit_tls:
@@ -210,21 +231,27 @@ class SMTPServer:
         while stage in self._stalls and not self._released.is_set():
             await asyncio.sleep(0.005)
 
-    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-                      auth_data: Any) -> AuthResult:
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         login = auth_data.login.decode() if isinstance(auth_data, LoginPassword) else "?"
         with self._lock:
             self.auth_attempts.append(f"{mechanism} {login}")
-        ok = (isinstance(auth_data, LoginPassword) and auth_data.login == b"ada"
-              and auth_data.password == PASSWORD.encode())
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == b"ada"
+            and auth_data.password == PASSWORD.encode()
+        )
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     def _accept(self, received: Received) -> None:
         if self._record_fd >= 0:
             # Durable before the 250 goes out: what the file lists, the server really accepted.
             message_id = header_of(received.content, b"message-id")
-            os.write(self._record_fd, "".join(
-                f"{message_id}\t{rcpt}\n" for rcpt in received.rcpt_tos).encode())
+            os.write(
+                self._record_fd,
+                "".join(f"{message_id}\t{rcpt}\n" for rcpt in received.rcpt_tos).encode(),
+            )
             os.fsync(self._record_fd)
         with self._lock:
             self.accepted += 1
@@ -272,8 +299,9 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def server_process(folder: Path, *args: str, record: bool = True,
-                   ready_timeout: float = 20.0) -> Iterator[ServerProcess]:
+def server_process(
+    folder: Path, *args: str, record: bool = True, ready_timeout: float = 20.0
+) -> Iterator[ServerProcess]:
     """Start ``python -m tests.smtpd_fixture`` (extra CLI ``args``); terminate it on exit.
 
     ``record=False`` skips the fsync per message, for benchmarks.
@@ -284,8 +312,17 @@ def server_process(folder: Path, *args: str, record: bool = True,
     if record:
         options += ["--record-file", str(record_file)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.smtpd_fixture", "--port-file", str(port_file),
-         *options, *args], cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "tests.smtpd_fixture",
+            "--port-file",
+            str(port_file),
+            *options,
+            *args,
+        ],
+        cwd=REPO,
+    )
     try:
         deadline = time.monotonic() + ready_timeout
         while not port_file.exists():  # written atomically once the server listens
@@ -313,8 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reject", action="append", default=[], metavar="ADDR=REPLY")
     parser.add_argument("--keep-content", action="store_true", help="hold messages in memory")
     args = parser.parse_args(argv)
-    server = SMTPServer(port=args.port, starttls=not args.no_starttls, cert_dir=args.cert_dir,
-                        record_file=args.record_file, keep_content=args.keep_content)
+    server = SMTPServer(
+        port=args.port,
+        starttls=not args.no_starttls,
+        cert_dir=args.cert_dir,
+        record_file=args.record_file,
+        keep_content=args.keep_content,
+    )
     for rule in args.reject:
         address, _, reply = rule.partition("=")
         server.reject_rcpt(address, reply)

@@ -53,36 +53,51 @@ def certificate() -> tuple[str, str]:
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "newsletter test CA")])
 
     def builder(subject: x509.Name, public: Any) -> x509.CertificateBuilder:
-        return (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
-                .public_key(public).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(hours=1))
-                .not_valid_after(now + dt.timedelta(days=2)))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+        )
 
-    ca = (builder(ca_name, ca_key.public_key())
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                       False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                         critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    leaf = (builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]),
-                    key.public_key())
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]),
-                critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    ca = (
+        builder(ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), key.public_key())
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     folder = Path(tempfile.mkdtemp(prefix="newsletter-smtpd-"))
     atexit.register(shutil.rmtree, folder, True)
     pem = serialization.Encoding.PEM
     (folder / "cert.pem").write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
     (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (folder / "key.pem").write_bytes(key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(folder / "cert.pem"), str(folder / "key.pem")
 
 
@@ -93,8 +108,9 @@ def ca_file() -> str:
 
 def server_context(cert_dir: str | None = None) -> ssl.SSLContext:
     """The server side of TLS; ``cert_dir`` reuses another process's certificate() folder."""
-    cert, key = certificate() if cert_dir is None else (f"{cert_dir}/cert.pem",
-                                                        f"{cert_dir}/key.pem")
+    cert, key = (
+        certificate() if cert_dir is None else (f"{cert_dir}/cert.pem", f"{cert_dir}/key.pem")
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return context
@@ -139,8 +155,11 @@ class StrictSMTP(SMTP):
             await self._reader.read(1)  # the client has started sending: now hang up on it
             await self._refuse(None)
             return
-        if (await self.check_helo_needed() or await self.check_auth_needed("DATA")
-                or self.envelope is None):
+        if (
+            await self.check_helo_needed()
+            or await self.check_auth_needed("DATA")
+            or self.envelope is None
+        ):
             return
         if not self.envelope.rcpt_tos or arg:
             await self.push("503 Error: need RCPT command" if arg is None else "501 Syntax: DATA")
@@ -172,12 +191,12 @@ class StrictSMTP(SMTP):
             if not chunk:
                 raise ConnectionResetError("connection lost during DATA")
             buf += chunk
-        excess = bytes(buf[end + 5:])
+        excess = bytes(buf[end + 5 :])
         if excess:  # pipelined commands after the end of data: hand them back to the reader
             self._reader._buffer[:0] = excess  # type: ignore[attr-defined]
         if end + 2 > limit:
             return None
-        return bytes(buf[:end + 2]).replace(b"\r\n.", b"\r\n")[2:]
+        return bytes(buf[: end + 2]).replace(b"\r\n.", b"\r\n")[2:]
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd parses every address with email's full header parser; plain ones need not.
@@ -215,15 +234,27 @@ class Handler:
     def __init__(self, owner: SMTPServer) -> None:
         self.owner = owner
 
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
-                          hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
         session.host_name = hostname
         if self.owner.pipelining:
             responses.insert(1, "250-PIPELINING")
         return responses
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         reply = self.owner._rcpt_reply(address)
         if reply:
             return reply
@@ -239,10 +270,15 @@ class Handler:
         transport = server.transport
         if transport is None or transport.is_closing():
             return "421 4.4.2 client went away"  # never pushed: nobody is listening
-        self.owner._accept(Received(
-            mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos),
-            content=content, tls=transport.get_extra_info("ssl_object") is not None,
-            login=_login(session)))
+        self.owner._accept(
+            Received(
+                mail_from=envelope.mail_from or "",
+                rcpt_tos=tuple(envelope.rcpt_tos),
+                content=content,
+                tls=transport.get_extra_info("ssl_object") is not None,
+                login=_login(session),
+            )
+        )
         return f"250 2.0.0 Ok: queued as {uuid.uuid4().hex[:12].upper()}"
 
 

@@ -15,9 +15,22 @@ CASES = ("build_full", "build_noop", "build_edit", "messages", "smtp", "http", "
 def test_quick_bench_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "quick.json"
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--no-peers",
-         "--work", str(tmp_path / "work"), "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            "--quick",
+            "--no-peers",
+            "--work",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = done.stdout
     for number in range(1, 7):

@@ -20,25 +20,39 @@ NOW = datetime(2024, 6, 1, tzinfo=UTC)
 GOLDEN = Path(__file__).parent / "golden" / "site"
 
 FILES = {
-    "issues/2024/a.md": issue("Attention Is All You Need", "2024-04-09",
-                              "Intro with [a link](https://example.com) and ![fig](fig.png).\n\n"
-                              "| a | b |\n|---|---|\n| 1 | 2 |\n\nNote[^1].\n\n[^1]: Footnote.",
-                              url="https://arxiv.org/abs/1706.03762",
-                              authors="[Ashish Vaswani, Noam Shazeer]", venue="NeurIPS",
-                              year="2017", code="https://github.com/tensorflow/tensor2tensor",
-                              tags="[architectures, attention]"),
-    "issues/2024/b.md": issue("检索增强生成", "2024-04-10", "中文摘要：**检索**与生成。",
-                              url="https://arxiv.org/abs/2005.11401", tags="[retrieval]",
-                              summary="把检索结果接入生成模型。"),
-    "issues/2024/c.md": issue("Second week <&> item", "2024-04-17", "Body of c.",
-                              url="https://example.org/c"),
+    "issues/2024/a.md": issue(
+        "Attention Is All You Need",
+        "2024-04-09",
+        "Intro with [a link](https://example.com) and ![fig](fig.png).\n\n"
+        "| a | b |\n|---|---|\n| 1 | 2 |\n\nNote[^1].\n\n[^1]: Footnote.",
+        url="https://arxiv.org/abs/1706.03762",
+        authors="[Ashish Vaswani, Noam Shazeer]",
+        venue="NeurIPS",
+        year="2017",
+        code="https://github.com/tensorflow/tensor2tensor",
+        tags="[architectures, attention]",
+    ),
+    "issues/2024/b.md": issue(
+        "检索增强生成",
+        "2024-04-10",
+        "中文摘要：**检索**与生成。",
+        url="https://arxiv.org/abs/2005.11401",
+        tags="[retrieval]",
+        summary="把检索结果接入生成模型。",
+    ),
+    "issues/2024/c.md": issue(
+        "Second week <&> item", "2024-04-17", "Body of c.", url="https://example.org/c"
+    ),
     "issues/2024/fig.png": "not really a png",
 }
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_build_writes_every_output(make_project: MakeProject):
@@ -47,9 +61,18 @@ def test_build_writes_every_output(make_project: MakeProject):
     out = config.out_dir
     assert report.editions == 2 and report.rendered == [1, 2]
     assert sorted(_tree(out)) == [
-        "assets/2024/fig.png", "atom.xml", "editions/1/email.html", "editions/1/email.txt",
-        "editions/1/index.html", "editions/2/email.html", "editions/2/email.txt",
-        "editions/2/index.html", "feed.json", "feed.xml", "index.html"]
+        "assets/2024/fig.png",
+        "atom.xml",
+        "editions/1/email.html",
+        "editions/1/email.txt",
+        "editions/1/index.html",
+        "editions/2/email.html",
+        "editions/2/email.txt",
+        "editions/2/index.html",
+        "feed.json",
+        "feed.xml",
+        "index.html",
+    ]
     index = (out / "index.html").read_text()
     assert index.index("Test Digest #2") < index.index("Test Digest #1")  # newest first
     feeds = (("rss+xml", "feed.xml"), ("atom+xml", "atom.xml"), ("feed+json", "feed.json"))
@@ -113,15 +136,26 @@ def test_rebuild_reuses_unchanged_editions(make_project: MakeProject):
     assert b"Edited body." in after["feed.xml"]
 
 
-@pytest.mark.parametrize(("rel", "text", "expected"), [
-    ("issues/2024/bad.md", "---\ntitle: [unclosed\ndate: 2024-04-09\n---\nx\n",
-     "issues/2024/bad.md:3:"),
-    ("issues/2024/bad.md", "---\ndate: 2024-04-09\n---\nx\n", "issues/2024/bad.md:1:"),
-    ("issues/2024/bad.md", '---\ntitle: "T"\ndate: 2024-02-30\n---\nx\n', "issues/2024/bad.md:3:"),
-    ("issues/2024/bad.md", issue("Dup", "2024-04-09", slug="a"), "issues/2024/bad.md"),
-])
-def test_bad_input_leaves_previous_output_untouched(make_project: MakeProject, rel: str,
-                                                     text: str, expected: str):
+@pytest.mark.parametrize(
+    ("rel", "text", "expected"),
+    [
+        (
+            "issues/2024/bad.md",
+            "---\ntitle: [unclosed\ndate: 2024-04-09\n---\nx\n",
+            "issues/2024/bad.md:3:",
+        ),
+        ("issues/2024/bad.md", "---\ndate: 2024-04-09\n---\nx\n", "issues/2024/bad.md:1:"),
+        (
+            "issues/2024/bad.md",
+            '---\ntitle: "T"\ndate: 2024-02-30\n---\nx\n',
+            "issues/2024/bad.md:3:",
+        ),
+        ("issues/2024/bad.md", issue("Dup", "2024-04-09", slug="a"), "issues/2024/bad.md"),
+    ],
+)
+def test_bad_input_leaves_previous_output_untouched(
+    make_project: MakeProject, rel: str, text: str, expected: str
+):
     config = make_project(FILES)
     build(config, now=NOW)
     before = _tree(config.out_dir)
@@ -138,8 +172,9 @@ def test_template_errors_name_the_template_and_line(make_project: MakeProject):
     before = _tree(config.out_dir)
     tpl = config.root / "templates" / "partials"
     tpl.mkdir(parents=True)
-    (tpl / "issue.html.j2").write_text("<article>\n{{ issue.title }}\n{{ no_such_thing }}\n"
-                                       "</article>\n", encoding="utf-8")
+    (tpl / "issue.html.j2").write_text(
+        "<article>\n{{ issue.title }}\n{{ no_such_thing }}\n</article>\n", encoding="utf-8"
+    )
     with pytest.raises(TemplateError) as err:
         build(config, now=NOW)
     assert err.value.problems[0].path == "templates/partials/issue.html.j2"
@@ -153,8 +188,10 @@ def test_broken_mjml_is_a_template_error(make_project: MakeProject):
     (config.root / "templates").mkdir()
     (config.root / "templates" / "email.mjml.j2").write_text(
         "<mjml><mj-body><mj-section><mj-column>\n<mj-text><p>{{ edition.title }}"
-        "<a href=\"{{ unsubscribe_url }}\">u</a></mj-text>\n</mj-column></mj-section></mj-body>"
-        "</mjml>\n", encoding="utf-8")
+        '<a href="{{ unsubscribe_url }}">u</a></mj-text>\n</mj-column></mj-section></mj-body>'
+        "</mjml>\n",
+        encoding="utf-8",
+    )
     with pytest.raises(TemplateError) as err:
         build(config, now=NOW)
     message = err.value.lines()[0]
@@ -167,15 +204,18 @@ def test_templates_override_package_defaults_file_by_file(make_project: MakeProj
     config = make_project(FILES)
     (config.root / "templates").mkdir()
     (config.root / "templates" / "index.html.j2").write_text(
-        "custom index: {% for e in editions %}{{ e.title }};{% endfor %}", encoding="utf-8")
+        "custom index: {% for e in editions %}{{ e.title }};{% endfor %}", encoding="utf-8"
+    )
     build(config, now=NOW)
-    assert (config.out_dir / "index.html").read_text() == \
-        "custom index: Test Digest #2;Test Digest #1;"
+    assert (
+        config.out_dir / "index.html"
+    ).read_text() == "custom index: Test Digest #2;Test Digest #1;"
     assert "<!DOCTYPE html>" in (config.out_dir / "editions/1/index.html").read_text()
 
 
-def test_disk_full_while_writing_keeps_previous_output(make_project: MakeProject,
-                                                       monkeypatch: pytest.MonkeyPatch):
+def test_disk_full_while_writing_keeps_previous_output(
+    make_project: MakeProject, monkeypatch: pytest.MonkeyPatch
+):
     config = make_project(FILES)
     build(config, now=NOW)
     before = _tree(config.out_dir)
@@ -186,8 +226,7 @@ def test_disk_full_while_writing_keeps_previous_output(make_project: MakeProject
         if rel == "feed.xml":
             import errno
 
-            raise writer._error(OSError(errno.ENOSPC, "No space left on device"),
-                                self.out / rel)
+            raise writer._error(OSError(errno.ENOSPC, "No space left on device"), self.out / rel)
         real_write(self, rel, data)
 
     monkeypatch.setattr(writer.SiteWriter, "write", full)
@@ -236,7 +275,9 @@ def test_sample_project_builds(tmp_path: Path):
     site = tmp_path / "sample"
     for name in ("config.toml", "editions.lock"):
         shutil.copy(root / name, site / name) if site.exists() else (
-            site.mkdir(), shutil.copy(root / name, site / name))
+            site.mkdir(),
+            shutil.copy(root / name, site / name),
+        )
     for name in ("issues", "editions"):
         shutil.copytree(root / name, site / name)
     config = load_config(site, environ={})
@@ -249,18 +290,27 @@ def test_sample_project_builds(tmp_path: Path):
 
 
 def test_a_ten_paper_edition_stays_under_gmail_clipping(make_project: MakeProject):
-    body = ("这一段用中文概述论文的方法与结果，并附上[链接](https://example.org/x)。\n\n"
-            "- first point with **bold** text\n- second point\n\n| a | b |\n|---|---|\n"
-            "| 1 | 2 |\n\n") * 12
+    body = (
+        "这一段用中文概述论文的方法与结果，并附上[链接](https://example.org/x)。\n\n"
+        "- first point with **bold** text\n- second point\n\n| a | b |\n|---|---|\n"
+        "| 1 | 2 |\n\n"
+    ) * 12
     assert 1500 < len(body.encode()) < 3000
-    files = {f"issues/p{i}.md": issue(f"Paper number {i} with a realistically long title",
-                                      f"2024-04-{9 + i % 5:02d}", body,
-                                      url=f"https://arxiv.org/abs/2404.{i:05d}",
-                                      authors="[Ada Lovelace, Alan Turing, Grace Hopper]",
-                                      venue="NeurIPS", year="2024",
-                                      code=f"https://github.com/example/p{i}",
-                                      summary="一句话概要：这篇论文做了什么。", tags="[llm]")
-             for i in range(10)}
+    files = {
+        f"issues/p{i}.md": issue(
+            f"Paper number {i} with a realistically long title",
+            f"2024-04-{9 + i % 5:02d}",
+            body,
+            url=f"https://arxiv.org/abs/2404.{i:05d}",
+            authors="[Ada Lovelace, Alan Turing, Grace Hopper]",
+            venue="NeurIPS",
+            year="2024",
+            code=f"https://github.com/example/p{i}",
+            summary="一句话概要：这篇论文做了什么。",
+            tags="[llm]",
+        )
+        for i in range(10)
+    }
     config = make_project(files)
     build(config, now=NOW)
     size = len((config.out_dir / "editions/1/email.html").read_bytes())

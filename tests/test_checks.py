@@ -46,8 +46,9 @@ def issue(title: str, date: str, body: str = "Body text.", *, draft: bool = Fals
     return f"---\n{front}---\n{textwrap.dedent(body)}\n"
 
 
-def make_project(root: Path, files: dict[str, str], *, group_by: str = "week",
-                 extra: str = "") -> Config:
+def make_project(
+    root: Path, files: dict[str, str], *, group_by: str = "week", extra: str = ""
+) -> Config:
     (root / "config.toml").write_text(CONFIG.format(group_by=group_by, extra=extra), "utf-8")
     for rel, text in files.items():
         path = root / rel
@@ -75,10 +76,15 @@ def only(result: CheckResult, text: str) -> Finding:
 
 
 def test_a_clean_edition_has_no_findings(tmp_path: Path) -> None:
-    config = make_project(tmp_path, {
-        "issues/a.md": issue("Alpha", "2024-04-29", "See [Beta](#beta) and [home](/)."),
-        "issues/beta.md": issue("Beta", "2024-04-30", "![A chart](https://cdn.example.org/c.png)"),
-    })
+    config = make_project(
+        tmp_path,
+        {
+            "issues/a.md": issue("Alpha", "2024-04-29", "See [Beta](#beta) and [home](/)."),
+            "issues/beta.md": issue(
+                "Beta", "2024-04-30", "![A chart](https://cdn.example.org/c.png)"
+            ),
+        },
+    )
     result = run_checks(config, now=NOW)
     assert result.findings == []
     assert (result.editions, result.issues) == (1, 2)
@@ -95,24 +101,41 @@ def test_email_over_102_kb_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_image_without_alt_text_names_the_issue_line(tmp_path: Path) -> None:
-    config = make_project(tmp_path, {"issues/img.md": issue(
-        "Images", "2024-04-29", "Intro.\n\n![](https://cdn.example.org/plot.png)\n")})
+    config = make_project(
+        tmp_path,
+        {
+            "issues/img.md": issue(
+                "Images", "2024-04-29", "Intro.\n\n![](https://cdn.example.org/plot.png)\n"
+            )
+        },
+    )
     f = only(run_checks(config, now=NOW), "image without alt text")
     assert (f.level, f.problem.path, f.problem.line) == ("warning", "issues/img.md", 7)
-    assert f.problem.message == \
-        "edition 1: image without alt text: https://cdn.example.org/plot.png"
+    assert (
+        f.problem.message == "edition 1: image without alt text: https://cdn.example.org/plot.png"
+    )
 
 
 def test_localhost_links_and_images_are_errors(tmp_path: Path) -> None:
-    config = make_project(tmp_path, {"issues/local.md": issue(
-        "Local", "2024-04-29",
-        "Try [the demo](http://localhost:8000/demo).\n\n![chart](http://127.0.0.1/c.png)\n")})
+    config = make_project(
+        tmp_path,
+        {
+            "issues/local.md": issue(
+                "Local",
+                "2024-04-29",
+                "Try [the demo](http://localhost:8000/demo).\n\n![chart](http://127.0.0.1/c.png)\n",
+            )
+        },
+    )
     result = run_checks(config, now=NOW)
     link, image = findings(result, "local address")
-    assert str(link) == ("issues/local.md:5: edition 1: link on a local address: "
-                         "http://localhost:8000/demo")
-    assert str(image) == "issues/local.md:7: edition 1: image on a local address: " \
+    assert str(link) == (
+        "issues/local.md:5: edition 1: link on a local address: http://localhost:8000/demo"
+    )
+    assert (
+        str(image) == "issues/local.md:7: edition 1: image on a local address: "
         "http://127.0.0.1/c.png"
+    )
 
 
 def test_relative_link_in_a_template_names_the_template(tmp_path: Path) -> None:
@@ -121,36 +144,56 @@ def test_relative_link_in_a_template_names_the_template(tmp_path: Path) -> None:
     f = only(run_checks(config, now=NOW), "relative link")
     assert f.level == "error"
     assert f.problem.path == "templates/email.mjml.j2"
-    assert f.problem.line is not None and "about.html" in (
-        tmp_path / "templates/email.mjml.j2").read_text("utf-8").splitlines()[f.problem.line - 1]
-    assert f.problem.message == "edition 1: relative link (a mail client has no page to " \
+    assert (
+        f.problem.line is not None
+        and "about.html"
+        in (tmp_path / "templates/email.mjml.j2")
+        .read_text("utf-8")
+        .splitlines()[f.problem.line - 1]
+    )
+    assert (
+        f.problem.message == "edition 1: relative link (a mail client has no page to "
         "resolve it against): about.html"
+    )
 
 
 def test_broken_internal_links(tmp_path: Path) -> None:
     (tmp_path / "issues" / "fig").mkdir(parents=True)
     (tmp_path / "issues" / "fig" / "ok.png").write_bytes(b"\x89PNG")
-    config = make_project(tmp_path, {
-        "issues/old.md": issue("Old", "2024-04-22"),
-        "issues/links.md": issue("Links", "2024-04-29", """\
+    config = make_project(
+        tmp_path,
+        {
+            "issues/old.md": issue("Old", "2024-04-22"),
+            "issues/links.md": issue(
+                "Links",
+                "2024-04-29",
+                """\
             Last week: [fine](/editions/1/), [missing](/editions/99/).
 
             ![there](fig/ok.png) ![not there](fig/missing.png)
 
             [nowhere](#nowhere) and [the old one](/editions/1/#intro).
-            """),
-    })
+            """,
+            ),
+        },
+    )
     result = run_checks(config, now=NOW)
     assert str(only(result, "no edition 99")) == (
         "issues/links.md:5: edition 2: broken internal link (there is no edition 99): "
-        "https://news.example.org/editions/99/")
+        "https://news.example.org/editions/99/"
+    )
     f = only(result, "does not publish")
     assert (f.level, f.problem.path, f.problem.line) == ("error", "issues/links.md", 7)
-    assert f.problem.message == "edition 2: broken internal image (the build does not " \
+    assert (
+        f.problem.message == "edition 2: broken internal image (the build does not "
         "publish this page or file): https://news.example.org/assets/fig/missing.png"
+    )
     anchor = only(result, "broken anchor")
-    assert (anchor.level, anchor.problem.path, anchor.problem.line) == \
-        ("warning", "issues/links.md", 9)
+    assert (anchor.level, anchor.problem.path, anchor.problem.line) == (
+        "warning",
+        "issues/links.md",
+        9,
+    )
     assert anchor.problem.message.endswith("#nowhere")
     assert len(result.findings) == 3  # /editions/1/, fig/ok.png and another page's #intro pass
 
@@ -169,7 +212,8 @@ def test_lint_catches_a_rendered_edition_without_the_placeholder(tmp_path: Path)
     grouping = load_and_group(config, now=NOW)
     rendered = EditionRenderer(config, grouping).render(grouping.editions[0])
     stripped = dataclasses.replace(
-        rendered, email_text=rendered.email_text.replace(UNSUBSCRIBE_PLACEHOLDER, ""))
+        rendered, email_text=rendered.email_text.replace(UNSUBSCRIBE_PLACEHOLDER, "")
+    )
     result = CheckResult()
     lint_edition(config, stripped, result, NOW)
     f = only(result, "plain-text part has no unsubscribe link")
@@ -177,12 +221,16 @@ def test_lint_catches_a_rendered_edition_without_the_placeholder(tmp_path: Path)
 
 
 def test_empty_edition_subject_and_preheader(tmp_path: Path) -> None:
-    config = make_project(tmp_path, {"issues/a.md": issue("A", "2024-04-29")},
-                          extra='subject = "{title}: ' + "x" * 90 + '"')
+    config = make_project(
+        tmp_path,
+        {"issues/a.md": issue("A", "2024-04-29")},
+        extra='subject = "{title}: ' + "x" * 90 + '"',
+    )
     grouping = load_and_group(config, now=NOW)
     rendered = EditionRenderer(config, grouping).render(grouping.editions[0])
-    empty = dataclasses.replace(rendered, edition=dataclasses.replace(
-        rendered.edition, issues=(), preheader=" "))
+    empty = dataclasses.replace(
+        rendered, edition=dataclasses.replace(rendered.edition, issues=(), preheader=" ")
+    )
     result = CheckResult()
     lint_edition(config, empty, result, NOW)
     assert only(result, "edition is empty").level == "error"
@@ -193,59 +241,80 @@ def test_empty_edition_subject_and_preheader(tmp_path: Path) -> None:
 
 
 def test_unresolved_template_text_outside_code_is_an_error(tmp_path: Path) -> None:
-    config = make_project(tmp_path, {"issues/t.md": issue("T", "2024-04-29", """\
+    config = make_project(
+        tmp_path,
+        {
+            "issues/t.md": issue(
+                "T",
+                "2024-04-29",
+                """\
         Hello {{ first_name }}, and {% raw %}.
 
         In Jinja you write `{{ name }}`:
 
             {% if x %}…{% endif %}
-        """)})
+        """,
+            )
+        },
+    )
     result = run_checks(config, now=NOW)
     leftovers = findings(result, "unresolved template text")
     assert [str(f) for f in leftovers] == [
-        "issues/t.md:5: edition 1: unresolved template text in the email HTML: "
-        "'{{ first_name }}'",
-        "issues/t.md:5: edition 1: unresolved template text in the email HTML: "
-        "'{% raw %}'",
+        "issues/t.md:5: edition 1: unresolved template text in the email HTML: '{{ first_name }}'",
+        "issues/t.md:5: edition 1: unresolved template text in the email HTML: '{% raw %}'",
     ]
 
 
 def test_future_dated_issue_in_the_edition_about_to_be_sent(tmp_path: Path) -> None:
-    config = make_project(tmp_path, {
-        "issues/now.md": issue("Now", "2024-05-01"),
-        "issues/later.md": issue("Later", "2024-06-01"),
-    }, group_by="issue")
+    config = make_project(
+        tmp_path,
+        {
+            "issues/now.md": issue("Now", "2024-05-01"),
+            "issues/later.md": issue("Later", "2024-06-01"),
+        },
+        group_by="issue",
+    )
     result = run_checks(config, now=NOW)
     f = only(result, "dated in the future")
-    assert str(f) == ("issues/later.md:3: edition 2: issue is dated in the future "
-                      "(2024-06-01T00:00:00+00:00) [warning]")
+    assert str(f) == (
+        "issues/later.md:3: edition 2: issue is dated in the future "
+        "(2024-06-01T00:00:00+00:00) [warning]"
+    )
 
 
 def test_drafts_inside_the_edition_about_to_be_sent(tmp_path: Path) -> None:
-    config = make_project(tmp_path, {
-        "issues/old.md": issue("Old", "2024-04-22"),
-        "issues/old-draft.md": issue("Old draft", "2024-04-23", draft=True),
-        "issues/done.md": issue("Done", "2024-04-29"),
-        "issues/forgot.md": issue("Forgot", "2024-04-30", draft=True),
-        "issues/open-draft.md": issue("Open draft", "2024-05-13", draft=True),
-    })
+    config = make_project(
+        tmp_path,
+        {
+            "issues/old.md": issue("Old", "2024-04-22"),
+            "issues/old-draft.md": issue("Old draft", "2024-04-23", draft=True),
+            "issues/done.md": issue("Done", "2024-04-29"),
+            "issues/forgot.md": issue("Forgot", "2024-04-30", draft=True),
+            "issues/open-draft.md": issue("Open draft", "2024-05-13", draft=True),
+        },
+    )
     with_drafts = run_checks(config, drafts=True, now=NOW)
     assert [str(f) for f in with_drafts.findings] == [
         "issues/forgot.md:4: edition 2: issue is still a draft in an edition about to be sent "
-        "[warning]"]
+        "[warning]"
+    ]
     without = run_checks(config, now=NOW)
     assert [str(f) for f in without.findings] == [
         "issues/forgot.md:4: edition 2: issue is still a draft, so the edition goes out "
-        "without it [warning]"]
+        "without it [warning]"
+    ]
 
 
 def test_send_lints_its_edition_with_the_sending_checks(tmp_path: Path) -> None:
     """send.py calls lint_edition(config, rendered, result, now): the sending checks apply."""
-    config = make_project(tmp_path, {
-        "issues/old.md": issue("Old", "2024-04-22"),
-        "issues/old-draft.md": issue("Old draft", "2024-04-23", draft=True),
-        "issues/done.md": issue("Done", "2024-04-29"),
-    })
+    config = make_project(
+        tmp_path,
+        {
+            "issues/old.md": issue("Old", "2024-04-22"),
+            "issues/old-draft.md": issue("Old draft", "2024-04-23", draft=True),
+            "issues/done.md": issue("Done", "2024-04-29"),
+        },
+    )
     grouping = load_and_group(config, now=NOW)
     first = grouping.editions[0]
     assert next_to_send(grouping.editions) == 2 != first.number
@@ -253,12 +322,15 @@ def test_send_lints_its_edition_with_the_sending_checks(tmp_path: Path) -> None:
     lint_edition(config, EditionRenderer(config, grouping).render(first), result, NOW)
     assert [str(f) for f in result.findings] == [
         "issues/old-draft.md:4: edition 1: issue is still a draft, so the edition goes out "
-        "without it [warning]"]
+        "without it [warning]"
+    ]
 
 
 def test_strict_turns_warnings_into_errors(tmp_path: Path) -> None:
-    make_project(tmp_path, {"issues/img.md": issue(
-        "Images", "2024-04-29", "![](https://cdn.example.org/plot.png)")})
+    make_project(
+        tmp_path,
+        {"issues/img.md": issue("Images", "2024-04-29", "![](https://cdn.example.org/plot.png)")},
+    )
     runner = CliRunner()
     env = {"NEWSLETTER_NOW": NOW.isoformat()}
     relaxed = runner.invoke(cli, ["-C", str(tmp_path), "check"], env=env)
@@ -279,13 +351,17 @@ def test_the_sample_project_only_warns_about_its_forgotten_draft(tmp_path: Path)
     now = datetime(2024, 5, 10, tzinfo=UTC)
     assert [str(f) for f in run_checks(config, now=now).findings] == [
         "issues/2024/2024-04-30-chain-of-thought.md:10: edition 4: issue is still a draft, "
-        "so the edition goes out without it [warning]"]
-    assert all(str(f).split(": ")[1].startswith("edition ")
-               for f in run_checks(config, drafts=True, now=now).findings)
+        "so the edition goes out without it [warning]"
+    ]
+    assert all(
+        str(f).split(": ")[1].startswith("edition ")
+        for f in run_checks(config, drafts=True, now=now).findings
+    )
 
 
-@pytest.mark.parametrize("level,strict,expected", [("warning", False, 0), ("warning", True, 1),
-                                                     ("error", False, 1)])
+@pytest.mark.parametrize(
+    "level,strict,expected", [("warning", False, 0), ("warning", True, 1), ("error", False, 1)]
+)
 def test_errors_count(level: str, strict: bool, expected: int) -> None:
     result = CheckResult()
     result.add(level, "issues/a.md", 1, "edition 1: something")

@@ -28,19 +28,29 @@ def test_build_editions_and_check(make_project: MakeProject):
     code, out, _ = run(config.root, "build")
     assert code == 0 and "up to date" in out
     code, out, _ = run(config.root, "editions", "--json")
-    assert json.loads(out) == [{"number": 1, "key": "2024-W15", "title": "Test Digest #1",
-                                "start": "2024-04-08", "end": "2024-04-14", "items": 1,
-                                "state": "published"}]
+    assert json.loads(out) == [
+        {
+            "number": 1,
+            "key": "2024-W15",
+            "title": "Test Digest #1",
+            "start": "2024-04-08",
+            "end": "2024-04-14",
+            "items": 1,
+            "state": "published",
+        }
+    ]
     code, out, err = run(config.root, "check")
     assert code == 0 and out.startswith("ok: 1 editions, 1 issue files checked"), (out, err)
 
 
 def test_check_reports_all_bad_files_without_traceback(make_project: MakeProject):
-    config = make_project({
-        "issues/a.md": "---\ntitle: A\n---\nno date\n",
-        "issues/b.md": '---\ntitle: "B"\ndate: soon\n---\n',
-        "issues/c.md": "no front matter at all\n",
-    })
+    config = make_project(
+        {
+            "issues/a.md": "---\ntitle: A\n---\nno date\n",
+            "issues/b.md": '---\ntitle: "B"\ndate: soon\n---\n',
+            "issues/c.md": "no front matter at all\n",
+        }
+    )
     code, _out, err = run(config.root, "check")
     assert code == 1
     assert "Traceback" not in err
@@ -52,8 +62,13 @@ def test_check_reports_all_bad_files_without_traceback(make_project: MakeProject
 
 def test_build_error_exit_code_in_a_real_process(make_project: MakeProject):
     config = make_project({"issues/a.md": "---\ntitle: [x\n---\n"})
-    proc = subprocess.run([sys.executable, "-m", "newsletter", "-C", str(config.root), "build"],
-                          capture_output=True, text=True, env={**os.environ, **ENV}, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsletter", "-C", str(config.root), "build"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV},
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("issues/a.md:")
     assert "Traceback" not in proc.stderr
@@ -61,8 +76,13 @@ def test_build_error_exit_code_in_a_real_process(make_project: MakeProject):
 
 def test_new_creates_an_issue_and_never_overwrites(make_project: MakeProject):
     config = make_project()
-    code, out, _ = run(config.root, "new", "Mamba: Linear-Time Sequence Modeling",
-                       "--url", "https://arxiv.org/abs/2312.00752")
+    code, out, _ = run(
+        config.root,
+        "new",
+        "Mamba: Linear-Time Sequence Modeling",
+        "--url",
+        "https://arxiv.org/abs/2312.00752",
+    )
     assert code == 0
     first = config.root / out.strip()
     assert first.is_file() and "https://arxiv.org/abs/2312.00752" in first.read_text()
@@ -99,14 +119,18 @@ def test_every_command_is_documented_in_the_readme():
 
 def test_subscribers_commands_round_trip(make_project: MakeProject, tmp_path: Path):
     config = make_project()
-    code, out, _ = run(config.root, "subscribers", "add", "Ada@Example.org", "--name", "Ada",
-                       "--tag", "ml")
+    code, out, _ = run(
+        config.root, "subscribers", "add", "Ada@Example.org", "--name", "Ada", "--tag", "ml"
+    )
     assert code == 0 and out.strip() == "Ada@Example.org: active"
     code, _, err = run(config.root, "subscribers", "add", "ada@example.org")
     assert code == 1 and "Traceback" not in err
     csv = tmp_path / "readers.csv"
-    csv.write_text("email,name,tags\nbob@example.org,Bob,\nnot-an-address,X,\n"
-                   "carol@example.org,\"Carol, PhD\",ml;cv\n", encoding="utf-8")
+    csv.write_text(
+        "email,name,tags\nbob@example.org,Bob,\nnot-an-address,X,\n"
+        'carol@example.org,"Carol, PhD",ml;cv\n',
+        encoding="utf-8",
+    )
     code, out, err = run(config.root, "subscribers", "import", str(csv))
     assert code == 1  # bad rows are reported (and the good ones imported)
     assert f"{csv}:3:" in err
@@ -115,7 +139,10 @@ def test_subscribers_commands_round_trip(make_project: MakeProject, tmp_path: Pa
     assert "active\t3" in out and "total\t3" in out
     code, out, _ = run(config.root, "subscribers", "list")
     assert [line.split("\t")[0] for line in out.splitlines()] == [
-        "Ada@Example.org", "bob@example.org", "carol@example.org"]
+        "Ada@Example.org",
+        "bob@example.org",
+        "carol@example.org",
+    ]
     code, out, _ = run(config.root, "subscribers", "export")
     assert out.splitlines()[0].startswith("email,name,tags,status")
     assert '"Carol, PhD"' in out
@@ -133,8 +160,7 @@ def test_send_needs_confirmation_and_reports(make_project: MakeProject):
     assert result.exit_code == 1 and "pass --yes" in result.stderr
     result = CliRunner().invoke(cli, ["-C", str(config.root), "send", "1", "--yes"], env=env)
     assert result.exit_code == 0, result.output
-    assert "edition 1: 1 recipients = 1 sent + 0 failed + 0 pending + 0 suppressed" in \
-        result.stdout
+    assert "edition 1: 1 recipients = 1 sent + 0 failed + 0 pending + 0 suppressed" in result.stdout
     outbox = list((config.root / "outbox" / "new").iterdir())
     assert len(outbox) == 1 and b"ada@example.org" in outbox[0].read_bytes()
     code, out, _ = run(config.root, "status", "1")

@@ -16,8 +16,9 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_minimal_config_gets_defaults(tmp_path: Path):
-    config = load_config(_write(tmp_path, '[newsletter]\ntitle = "T"\nbase_url = "https://x.org"\n'),
-                         environ={})
+    config = load_config(
+        _write(tmp_path, '[newsletter]\ntitle = "T"\nbase_url = "https://x.org"\n'), environ={}
+    )
     assert config.base_url == "https://x.org/"
     assert config.editions.group_by == "week"
     assert config.sender.kind == "outbox"
@@ -74,19 +75,27 @@ def test_missing_config_has_a_hint(tmp_path: Path):
 
 
 def test_environment_overrides(tmp_path: Path):
-    root = _write(tmp_path, '[newsletter]\ntitle = "T"\nbase_url = "https://x.org"\n'
-                  '[sender]\nkind = "outbox"\n')
-    config = load_config(root, environ={"NEWSLETTER_SENDER__KIND": "smtp",
-                                        "NEWSLETTER_SENDER__CONCURRENCY": "8",
-                                        "NEWSLETTER_SENDER__SMTP__HOST": "mail.internal",
-                                        "NEWSLETTER_NEWSLETTER__BASE_URL": "https://y.org/"})
+    root = _write(
+        tmp_path,
+        '[newsletter]\ntitle = "T"\nbase_url = "https://x.org"\n[sender]\nkind = "outbox"\n',
+    )
+    config = load_config(
+        root,
+        environ={
+            "NEWSLETTER_SENDER__KIND": "smtp",
+            "NEWSLETTER_SENDER__CONCURRENCY": "8",
+            "NEWSLETTER_SENDER__SMTP__HOST": "mail.internal",
+            "NEWSLETTER_NEWSLETTER__BASE_URL": "https://y.org/",
+        },
+    )
     assert config.sender.kind == "smtp" and config.sender.concurrency == 8
     assert config.sender.options["smtp"]["host"] == "mail.internal"
     assert config.base_url == "https://y.org/"
 
 
 def test_line_breaks_in_header_strings_are_refused(tmp_path: Path):
-    root = _write(tmp_path, '[newsletter]\ntitle = "T\\r\\nBcc: x@y.org"\n'
-                  'base_url = "https://x.org"\n')
+    root = _write(
+        tmp_path, '[newsletter]\ntitle = "T\\r\\nBcc: x@y.org"\nbase_url = "https://x.org"\n'
+    )
     with pytest.raises(ConfigError, match="line breaks"):
         load_config(root, environ={})

@@ -33,8 +33,17 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(files=60, recipients=2_000, stdlib_recipients=100, smtp=200, smtp_naive=50,
-                   http=200, http_naive=10, subscribers=5_000, subscribers_small=1_000)
+        return cls(
+            files=60,
+            recipients=2_000,
+            stdlib_recipients=100,
+            smtp=200,
+            smtp_naive=50,
+            http=200,
+            http_naive=10,
+            subscribers=5_000,
+            subscribers_small=1_000,
+        )
 
 
 @dataclass
@@ -95,6 +104,7 @@ class Case:
 
 # -- helpers for the parent ---------------------------------------------------------------------
 
+
 def child_argv(module: str, *args: object) -> list[str]:
     """Run ``bench.cases.<module>`` as a fresh interpreter (``python -m``) from the repo root."""
     return [sys.executable, "-m", f"bench.cases.{module}", *map(str, args)]
@@ -110,7 +120,7 @@ def result_of(stdout: str) -> dict[str, Any]:
     """The JSON a case child printed on its ``BENCH-RESULT`` line."""
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            data: dict[str, Any] = json.loads(line[len(RESULT_PREFIX):])
+            data: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
             return data
     raise ValueError("the child printed no BENCH-RESULT line:\n" + stdout[-2000:])
 
@@ -123,6 +133,7 @@ def rate_of(stdout: str, wall: float) -> dict[str, Any]:
 
 
 # -- helpers for the children -------------------------------------------------------------------
+
 
 def emit(**data: Any) -> None:
     """Print the child's result; the parent reads only this line."""

@@ -81,14 +81,18 @@ def ensure_pelican(ctx: Context) -> tuple[Path | None, str]:
     if pelican.exists():
         return pelican, ""
     print(f"installing Pelican into {venv} (first use only) …", file=sys.stderr)
-    steps = [[sys.executable, "-m", "venv", str(venv)],
-             [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *PELICAN_PACKAGES]]
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *PELICAN_PACKAGES],
+    ]
     for argv in steps:
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            return None, ("skipped: could not install Pelican (" + " / ".join(tail) + "); "
-                          f"try: {' '.join(argv)}")
+            return None, (
+                "skipped: could not install Pelican (" + " / ".join(tail) + "); "
+                f"try: {' '.join(argv)}"
+            )
     return pelican, ""
 
 
@@ -107,8 +111,12 @@ def pelican_baseline(ctx: Context, source: Path) -> Baseline:
         files = sum(1 for p in output.rglob("*") if p.is_file())
         return {"value": wall, "articles": articles, "files": files}
 
-    job = Job([str(pelican), "content", "-s", "pelicanconf.py", "-o", "output", "-q"], site,
-              parse, before=lambda i: _wipe(output))
+    job = Job(
+        [str(pelican), "content", "-s", "pelicanconf.py", "-o", "output", "-q"],
+        site,
+        parse,
+        before=lambda i: _wipe(output),
+    )
     return Baseline("pelican", title, job, 3.0)
 
 
@@ -125,9 +133,19 @@ def cases(ctx: Context) -> Iterator[list[Case]]:
         return "a cold build did not render every edition" if bad else ""
 
     weeks = (ctx.sizes.files + 19) // 20
-    case = Case("build_full", 1, f"full build, {ctx.sizes.files:,} issue files ({weeks} editions)",
-                "s", "lower", job, target=10.0, check=check,
-                baselines=[pelican_baseline(ctx, root)],
-                notes=["`newsletter build` as a fresh process, timed from spawn to exit: email "
-                       "HTML + text and archive page per edition, index, RSS, Atom, JSON Feed"])
+    case = Case(
+        "build_full",
+        1,
+        f"full build, {ctx.sizes.files:,} issue files ({weeks} editions)",
+        "s",
+        "lower",
+        job,
+        target=10.0,
+        check=check,
+        baselines=[pelican_baseline(ctx, root)],
+        notes=[
+            "`newsletter build` as a fresh process, timed from spawn to exit: email "
+            "HTML + text and archive page per edition, index, RSS, Atom, JSON Feed"
+        ],
+    )
     yield [case]

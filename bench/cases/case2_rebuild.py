@@ -20,8 +20,13 @@ def cases(ctx: Context) -> Iterator[list[Case]]:
     if not (root / "config.toml").exists():
         prepare_project(ctx)
     # Bring the site up to date first (a no-op when case 1 just built it), unmeasured.
-    subprocess.run([sys.executable, "-m", "newsletter", "build"], cwd=root, check=True,
-                   env={**os.environ, **child_env()}, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "newsletter", "build"],
+        cwd=root,
+        check=True,
+        env={**os.environ, **child_env()},
+        capture_output=True,
+    )
     issues = sorted((root / "issues").rglob("*.md"))
 
     noop = build_job(root)
@@ -39,11 +44,29 @@ def cases(ctx: Context) -> Iterator[list[Case]]:
 
     files = f"{ctx.sizes.files:,} files"
     yield [
-        Case("build_noop", 2, f"rebuild, nothing changed ({files})", "s", "lower", noop,
-             target=1.0, check=check_noop,
-             notes=["fresh `newsletter build` process; answers from the build manifest and the "
-                    "issue cache in .newsletter/cache"]),
-        Case("build_edit", 2, f"rebuild after editing one issue ({files})", "s", "lower", edit,
-             target=1.5, check=check_edit,
-             notes=["one edition re-rendered; index and feeds rewritten from the render cache"]),
+        Case(
+            "build_noop",
+            2,
+            f"rebuild, nothing changed ({files})",
+            "s",
+            "lower",
+            noop,
+            target=1.0,
+            check=check_noop,
+            notes=[
+                "fresh `newsletter build` process; answers from the build manifest and the "
+                "issue cache in .newsletter/cache"
+            ],
+        ),
+        Case(
+            "build_edit",
+            2,
+            f"rebuild after editing one issue ({files})",
+            "s",
+            "lower",
+            edit,
+            target=1.5,
+            check=check_edit,
+            notes=["one edition re-rendered; index and feeds rewritten from the render cache"],
+        ),
     ]

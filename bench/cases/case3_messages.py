@@ -43,18 +43,30 @@ def cases(ctx: Context) -> Iterator[list[Case]]:
         bad = [r["mjml_compiles"] for r in runs if r.get("mjml_compiles") != 1]
         return f"MJML compiled {bad} times per edition, not once" if bad else ""
 
-    stdlib = Job(child_argv("case3_messages", "stdlib", root, m), root, rate_of,
-                 env=child_env())
-    yield [Case(
-        "messages", 3, f"prepare {n:,} personalised messages", "msg/s", "higher", job,
-        target=50_000, check=check,
-        baselines=[Baseline("stdlib_email", f"stdlib EmailMessage per recipient ({m:,})",
-                            stdlib)],
-        notes=["timed: render the edition (one MJML compile), then PreparedEdition.message("
-               ").as_bytes() per recipient with its unsubscribe token"])]
+    stdlib = Job(child_argv("case3_messages", "stdlib", root, m), root, rate_of, env=child_env())
+    yield [
+        Case(
+            "messages",
+            3,
+            f"prepare {n:,} personalised messages",
+            "msg/s",
+            "higher",
+            job,
+            target=50_000,
+            check=check,
+            baselines=[
+                Baseline("stdlib_email", f"stdlib EmailMessage per recipient ({m:,})", stdlib)
+            ],
+            notes=[
+                "timed: render the edition (one MJML compile), then PreparedEdition.message("
+                ").as_bytes() per recipient with its unsubscribe token"
+            ],
+        )
+    ]
 
 
 # -- the child ----------------------------------------------------------------------------------
+
 
 def main(argv: list[str]) -> None:
     import mrml
@@ -83,8 +95,9 @@ def main(argv: list[str]) -> None:
     total = 0
     if mode == "ours":
         with timed_region() as t:
-            prepared = PreparedEdition(config, Renderer(config).render(edition), signer,
-                                       sent_at=SENT_AT)
+            prepared = PreparedEdition(
+                config, Renderer(config).render(edition), signer, sent_at=SENT_AT
+            )
             for email, name, sid in recipients:
                 total += len(prepared.message(email, name, sid).as_bytes())
     else:
@@ -92,12 +105,18 @@ def main(argv: list[str]) -> None:
             rendered = Renderer(config).render(edition)
             for email, name, sid in recipients:
                 total += len(stdlib_message(config, rendered, signer, email, name, sid))
-    emit(count=n, seconds=t["seconds"], cpu=t["cpu"], mjml_compiles=compiles,
-         message_bytes=round(total / n))
+    emit(
+        count=n,
+        seconds=t["seconds"],
+        cpu=t["cpu"],
+        mjml_compiles=compiles,
+        message_bytes=round(total / n),
+    )
 
 
-def stdlib_message(config: Config, rendered: RenderedEdition, signer: Signer, email: str,
-                   name: str, sid: int) -> bytes:
+def stdlib_message(
+    config: Config, rendered: RenderedEdition, signer: Signer, email: str, name: str, sid: int
+) -> bytes:
     """The obvious way: a fresh email.message.EmailMessage per recipient (quoted-printable)."""
     from newsletter.models import UNSUBSCRIBE_PLACEHOLDER
     from newsletter.senders.base import SimpleMessage
@@ -105,12 +124,19 @@ def stdlib_message(config: Config, rendered: RenderedEdition, signer: Signer, em
     token = signer.make("unsubscribe", sid, rendered.edition.number, email)
     url = config.unsubscribe_prefix + token
     msg = SimpleMessage(
-        recipient=email, name=name, subject=rendered.subject, from_header=config.from_header,
+        recipient=email,
+        name=name,
+        subject=rendered.subject,
+        from_header=config.from_header,
         html=rendered.email_html.replace(UNSUBSCRIBE_PLACEHOLDER, url),
         text=rendered.email_text.replace(UNSUBSCRIBE_PLACEHOLDER, url),
-        message_id=f"<bench.{sid}@papers.example.org>", date="Mon, 03 Jun 2024 08:00:00 +0000",
-        headers={"List-Unsubscribe": f"<{url}>",
-                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})
+        message_id=f"<bench.{sid}@papers.example.org>",
+        date="Mon, 03 Jun 2024 08:00:00 +0000",
+        headers={
+            "List-Unsubscribe": f"<{url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    )
     return msg.as_bytes()
 
 

@@ -35,8 +35,10 @@ CONCURRENCY = 16
 
 
 def _smtp_config(port: int) -> str:
-    return (f'\n[sender.smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
-            f"connections = {CONCURRENCY}\ntimeout = 30\n")
+    return (
+        f'\n[sender.smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        f"connections = {CONCURRENCY}\ntimeout = 30\n"
+    )
 
 
 @contextmanager
@@ -44,28 +46,50 @@ def cases(ctx: Context) -> Iterator[list[Case]]:
     n, m = ctx.sizes.smtp, ctx.sizes.smtp_naive
     template = subscriber_db(ctx.work, n)
     with start_smtp_sink() as sink:
-        root = send_project(ctx, "smtp", sender="smtp", concurrency=CONCURRENCY,
-                            extra=_smtp_config(sink.port))
-        job = Job(child_argv("case4_smtp", "ours", root, n), root, rate_of, env=child_env(),
-                  before=lambda i: fresh_state(template, root))
+        root = send_project(
+            ctx, "smtp", sender="smtp", concurrency=CONCURRENCY, extra=_smtp_config(sink.port)
+        )
+        job = Job(
+            child_argv("case4_smtp", "ours", root, n),
+            root,
+            rate_of,
+            env=child_env(),
+            before=lambda i: fresh_state(template, root),
+        )
 
         def check(runs: list[dict[str, object]]) -> str:
             short = [r["count"] for r in runs if r["count"] != n]
             return f"the ledger recorded {short} sent, not {n}" if short else ""
 
-        naive = Job(child_argv("case4_smtp", "naive", root, m, sink.port), root, rate_of,
-                    env=child_env())
-        yield [Case(
-            "smtp", 4, f"SMTP dispatch, {n:,} messages, ledger durable", "msg/s", "higher", job,
-            target=1_500, check=check,
-            baselines=[Baseline("smtplib_naive",
-                                f"smtplib, new connection per message ({m:,})", naive, 5.0)],
-            notes=[f"sink: {sink.what}",
-                   f"send_edition (enqueue, {CONCURRENCY} workers with pooled connections, "
-                   "group commit with SQLite synchronous=FULL)"])]
+        naive = Job(
+            child_argv("case4_smtp", "naive", root, m, sink.port), root, rate_of, env=child_env()
+        )
+        yield [
+            Case(
+                "smtp",
+                4,
+                f"SMTP dispatch, {n:,} messages, ledger durable",
+                "msg/s",
+                "higher",
+                job,
+                target=1_500,
+                check=check,
+                baselines=[
+                    Baseline(
+                        "smtplib_naive", f"smtplib, new connection per message ({m:,})", naive, 5.0
+                    )
+                ],
+                notes=[
+                    f"sink: {sink.what}",
+                    f"send_edition (enqueue, {CONCURRENCY} workers with pooled connections, "
+                    "group commit with SQLite synchronous=FULL)",
+                ],
+            )
+        ]
 
 
 # -- the child ----------------------------------------------------------------------------------
+
 
 def main(argv: list[str]) -> None:
     done = send_child(argv, naive)
@@ -74,8 +98,13 @@ def main(argv: list[str]) -> None:
     report, t = done
     summary = report.summary
     sent = summary.sent if summary is not None else 0
-    emit(count=sent, seconds=t["seconds"], cpu=t["cpu"], run_sent=report.run.sent,
-         failed=report.run.failed)
+    emit(
+        count=sent,
+        seconds=t["seconds"],
+        cpu=t["cpu"],
+        run_sent=report.run.sent,
+        failed=report.run.failed,
+    )
 
 
 def naive(config: Config, n: int, port: int) -> None:

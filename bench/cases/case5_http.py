@@ -33,8 +33,10 @@ BATCH = 100  # messages per request: the default batch_size (Postmark takes up t
 
 
 def _postmark_config(port: int) -> str:
-    return (f'\n[sender.postmark]\nbase_url = "http://127.0.0.1:{port}"\n'
-            'token_env = "POSTMARK_SERVER_TOKEN"\n')
+    return (
+        f'\n[sender.postmark]\nbase_url = "http://127.0.0.1:{port}"\n'
+        'token_env = "POSTMARK_SERVER_TOKEN"\n'
+    )
 
 
 @contextmanager
@@ -43,27 +45,55 @@ def cases(ctx: Context) -> Iterator[list[Case]]:
     template = subscriber_db(ctx.work, n)
     env = child_env(POSTMARK_SERVER_TOKEN=POSTMARK_TOKEN)
     with start_postmark(DELAY) as api:
-        root = send_project(ctx, "http", sender="postmark", concurrency=CONCURRENCY,
-                            batch_size=BATCH, extra=_postmark_config(api.port))
-        job = Job(child_argv("case5_http", "ours", root, n), root, rate_of, env=env,
-                  before=lambda i: fresh_state(template, root))
+        root = send_project(
+            ctx,
+            "http",
+            sender="postmark",
+            concurrency=CONCURRENCY,
+            batch_size=BATCH,
+            extra=_postmark_config(api.port),
+        )
+        job = Job(
+            child_argv("case5_http", "ours", root, n),
+            root,
+            rate_of,
+            env=env,
+            before=lambda i: fresh_state(template, root),
+        )
 
         def check(runs: list[dict[str, Any]]) -> str:
             short = [r["count"] for r in runs if r["count"] != n]
             return f"the ledger recorded {short} sent, not {n}" if short else ""
 
-        naive = Job(child_argv("case5_http", "naive", root, m, api.port), root, rate_of,
-                    env=env)
-        yield [Case(
-            "http", 5, f"HTTP API dispatch, {n:,} messages (50 ms per request)", "msg/s",
-            "higher", job, target=2_000, check=check,
-            baselines=[Baseline("http_per_message",
-                                f"httpx, one POST /email per message ({m:,})", naive, 20.0)],
-            notes=[f"server: {api.what} (its own process, checks every message's shape)",
-                   f"PostmarkSender, batches of {BATCH}, {CONCURRENCY} in flight, ledger durable"])]
+        naive = Job(child_argv("case5_http", "naive", root, m, api.port), root, rate_of, env=env)
+        yield [
+            Case(
+                "http",
+                5,
+                f"HTTP API dispatch, {n:,} messages (50 ms per request)",
+                "msg/s",
+                "higher",
+                job,
+                target=2_000,
+                check=check,
+                baselines=[
+                    Baseline(
+                        "http_per_message",
+                        f"httpx, one POST /email per message ({m:,})",
+                        naive,
+                        20.0,
+                    )
+                ],
+                notes=[
+                    f"server: {api.what} (its own process, checks every message's shape)",
+                    f"PostmarkSender, batches of {BATCH}, {CONCURRENCY} in flight, ledger durable",
+                ],
+            )
+        ]
 
 
 # -- the child ----------------------------------------------------------------------------------
+
 
 def main(argv: list[str]) -> None:
     done = send_child(argv, naive)
@@ -71,8 +101,13 @@ def main(argv: list[str]) -> None:
         return
     report, t = done
     summary = report.summary
-    emit(count=summary.sent if summary is not None else 0, seconds=t["seconds"], cpu=t["cpu"],
-         failed=report.run.failed, errors=report.run.errors[:3])
+    emit(
+        count=summary.sent if summary is not None else 0,
+        seconds=t["seconds"],
+        cpu=t["cpu"],
+        failed=report.run.failed,
+        errors=report.run.errors[:3],
+    )
 
 
 def naive(config: Config, n: int, port: int) -> None:
@@ -90,9 +125,15 @@ def naive(config: Config, n: int, port: int) -> None:
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client, timed_region() as t:
         for email, name, sid in rows:
             msg = prepared.message(email, name, sid)
-            payload = {"From": msg.from_header, "To": email, "Subject": msg.subject,
-                       "HtmlBody": msg.html, "TextBody": msg.text, "MessageStream": "broadcast",
-                       "Headers": [{"Name": k, "Value": v} for k, v in msg.headers.items()]}
+            payload = {
+                "From": msg.from_header,
+                "To": email,
+                "Subject": msg.subject,
+                "HtmlBody": msg.html,
+                "TextBody": msg.text,
+                "MessageStream": "broadcast",
+                "Headers": [{"Name": k, "Value": v} for k, v in msg.headers.items()],
+            }
             answer = client.post("/email", json=payload, headers=headers)
             answer.raise_for_status()
             if answer.json()["ErrorCode"] != 0:

@@ -31,8 +31,10 @@ def _project(ctx: Context, count: int) -> Path:
 @contextmanager
 def cases(ctx: Context) -> Iterator[list[Case]]:
     big, small = ctx.sizes.subscribers, ctx.sizes.subscribers_small
-    print(f"preparing {big:,} and {small:,} subscribers (once, cached in {ctx.work}) …",
-          file=sys.stderr)
+    print(
+        f"preparing {big:,} and {small:,} subscribers (once, cached in {ctx.work}) …",
+        file=sys.stderr,
+    )
     root, root_small = _project(ctx, big), _project(ctx, small)
     job = Job(child_argv("case6_memory", root), root, parse_peak, env=child_env())
     flat = Job(child_argv("case6_memory", root_small), root_small, parse_peak, env=child_env())
@@ -41,13 +43,25 @@ def cases(ctx: Context) -> Iterator[list[Case]]:
         short = [r["count"] for r in runs if r["count"] != big]
         return f"the dry run built {short} messages, not {big}" if short else ""
 
-    yield [Case(
-        "memory", 6, f"dry-run send to {big:,} subscribers: peak RSS", "MB", "lower", job,
-        target=250, check=check,
-        baselines=[Baseline("memory_small", f"same dry run, {small:,} subscribers", flat,
-                            growth=True)],
-        notes=["send_edition(dry_run=True): DryRunSource pages the list, every message is "
-               "built (as_bytes) and discarded by the outbox sender (path = /dev/null)"])]
+    yield [
+        Case(
+            "memory",
+            6,
+            f"dry-run send to {big:,} subscribers: peak RSS",
+            "MB",
+            "lower",
+            job,
+            target=250,
+            check=check,
+            baselines=[
+                Baseline("memory_small", f"same dry run, {small:,} subscribers", flat, growth=True)
+            ],
+            notes=[
+                "send_edition(dry_run=True): DryRunSource pages the list, every message is "
+                "built (as_bytes) and discarded by the outbox sender (path = /dev/null)"
+            ],
+        )
+    ]
 
 
 def main(argv: list[str]) -> None:

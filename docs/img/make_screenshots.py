@@ -18,8 +18,14 @@ from newsletter.preview.command import background_server
 REPO = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 EDITION = 2  # the sample edition with an editor's note, four issues and an image-free layout
 SHOTS = {
     # name: (viewport width, viewport height, query)
@@ -40,9 +46,11 @@ def copy_sample(into: Path) -> Path:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory() as tmp, \
-            background_server(copy_sample(Path(tmp)), watch=False) as url, \
-            sync_playwright() as pw:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        background_server(copy_sample(Path(tmp)), watch=False) as url,
+        sync_playwright() as pw,
+    ):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             for name, (width, height, query) in SHOTS.items():

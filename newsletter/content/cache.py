@@ -77,8 +77,11 @@ class IssueCache:
         except Exception as exc:  # any damage (truncation, old classes): rebuild, never fail
             log.info("ignoring unreadable issue cache %s: %s", self.path, exc)
             return {}
-        if (not isinstance(data, dict) or data.get("salt") != self.salt
-                or not isinstance(data.get("entries"), dict)):
+        if (
+            not isinstance(data, dict)
+            or data.get("salt") != self.salt
+            or not isinstance(data.get("entries"), dict)
+        ):
             return {}
         entries: dict[str, Entry] = data["entries"]
         return entries
@@ -99,8 +102,12 @@ class IssueCache:
         """Record a freshly read file; ``mtime_ns`` must come from a stat taken before reading."""
         racy = mtime_ns >= time.time_ns() - RACY_NS
         old = self.entries.get(key)
-        if old is not None and old[:3] == (size, mtime_ns, digest) and old.racy == racy \
-                and old.issue is issue:
+        if (
+            old is not None
+            and old[:3] == (size, mtime_ns, digest)
+            and old.racy == racy
+            and old.issue is issue
+        ):
             return
         self.entries[key] = Entry(size, mtime_ns, digest, issue, racy)
         self.dirty = True
@@ -119,15 +126,19 @@ class IssueCache:
             return False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp",
-                                       dir=self.path.parent)
+            fd, tmp = tempfile.mkstemp(
+                prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent
+            )
         except OSError as exc:  # a read-only state dir costs speed next time, not the build
             log.warning("cannot write issue cache %s: %s", self.path, exc)
             return False
         try:
             with os.fdopen(fd, "wb") as fh:
-                pickle.dump({"salt": self.salt, "entries": self._entries}, fh,
-                            protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(
+                    {"salt": self.salt, "entries": self._entries},
+                    fh,
+                    protocol=pickle.HIGHEST_PROTOCOL,
+                )
             os.replace(tmp, self.path)
         except (OSError, pickle.PicklingError, RecursionError) as exc:
             log.warning("cannot write issue cache %s: %s", self.path, exc)

@@ -30,8 +30,14 @@ def _file_slug(title: str) -> str:
     return slug or "issue"
 
 
-def create_issue(config: Config, title: str, *, url: str | None = None,
-                 when: datetime | None = None, tags: Iterable[str] = ()) -> Path:
+def create_issue(
+    config: Config,
+    title: str,
+    *,
+    url: str | None = None,
+    when: datetime | None = None,
+    tags: Iterable[str] = (),
+) -> Path:
     """Write ``issues/<YYYY>/<YYYY-MM-DD>-<slug>.md`` and return its path.
 
     ``when`` (default: now) is written in the newsletter's time zone; an existing file is never
@@ -77,5 +83,10 @@ def _dump(value: dict[str, Any]) -> str:
     mapping of scalars in flow style too (``{title: x}``).
     """
     lists = any(isinstance(v, list) for v in value.values())
-    return yaml.safe_dump(value, allow_unicode=True, sort_keys=False, width=1_000_000,
-                          default_flow_style=None if lists else False)
+    return yaml.safe_dump(
+        value,
+        allow_unicode=True,
+        sort_keys=False,
+        width=1_000_000,
+        default_flow_style=None if lists else False,
+    )

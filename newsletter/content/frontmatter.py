@@ -27,8 +27,10 @@ _CLOSE = re.compile(r"^---[ \t]*\r?$", re.MULTILINE)
 _NOT_ONE_LINE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # YAML's own timestamp form allows a space before the offset ("2024-05-01 09:30:00 +08:00").
-_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?"
-                       r"(?: ?(?:[Zz]|[+-]\d{2}(?::?\d{2})?))?")
+_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?"
+    r"(?: ?(?:[Zz]|[+-]\d{2}(?::?\d{2})?))?"
+)
 _NULL_TAG = "tag:yaml.org,2002:null"
 # libyaml's composer recurses in C: ~100,000 nested "[" crash the interpreter. Nesting takes at
 # least one character per level, so only front matter this long needs the (cheap) depth check.
@@ -43,17 +45,23 @@ class _Loader(_BaseLoader):
     yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 - PyYAML's class-level registry
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
-                              re.compile(r"^(?:true|false)$", re.IGNORECASE), list("tTfF"))
-_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"),
-                              list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|false)$", re.IGNORECASE), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
-               r"|[-+]?[0-9]+[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
-_Loader.add_implicit_resolver(_NULL_TAG, re.compile(r"^(?:~|null|Null|NULL|)$"),
-                              ["~", "n", "N", ""])
+    re.compile(
+        r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?[0-9]+[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+_Loader.add_implicit_resolver(
+    _NULL_TAG, re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]
+)
 
 
 def _may_nest_deeply(text: str) -> bool:
@@ -89,8 +97,9 @@ def decode(data: bytes, path: str, problems: list[Problem]) -> str | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        problems.append(Problem(path, line, f"not valid UTF-8 (byte {exc.start}); "
-                                            "save the file as UTF-8"))
+        problems.append(
+            Problem(path, line, f"not valid UTF-8 (byte {exc.start}); save the file as UTF-8")
+        )
         return None
     return text[1:] if text.startswith("\ufeff") else text
 
@@ -115,8 +124,14 @@ def split(text: str, path: str, problems: list[Problem], *, required: bool = Tru
     opening = _OPEN.match(text)
     if opening is None:
         if required:
-            problems.append(Problem(path, 1, "missing front matter: the file must start with a "
-                                             "'---' line, then title: and date:, then '---'"))
+            problems.append(
+                Problem(
+                    path,
+                    1,
+                    "missing front matter: the file must start with a "
+                    "'---' line, then title: and date:, then '---'",
+                )
+            )
             return None
         return Split(None, 1, text, 1)
     closing = _CLOSE.search(text, opening.end())
@@ -124,8 +139,12 @@ def split(text: str, path: str, problems: list[Problem], *, required: bool = Tru
         problems.append(Problem(path, 1, "front matter is not closed: add a '---' line after it"))
         return None
     body_start = closing.end() + 1 if closing.end() < len(text) else closing.end()
-    return Split(text[opening.end():closing.start()], 2, text[body_start:],
-                 text.count("\n", 0, body_start) + 1)
+    return Split(
+        text[opening.end() : closing.start()],
+        2,
+        text[body_start:],
+        text.count("\n", 0, body_start) + 1,
+    )
 
 
 class FrontMatter:
@@ -176,8 +195,11 @@ class FrontMatter:
 
     def _compose(self, text: str) -> Node | None:
         if len(text) > _DEPTH_CHECK_SIZE and _may_nest_deeply(text) and _too_deep(text):
-            self.problems.append(Problem(self.path, self._offset, "front matter nests more than "
-                                                                  f"{MAX_DEPTH} levels deep"))
+            self.problems.append(
+                Problem(
+                    self.path, self._offset, f"front matter nests more than {MAX_DEPTH} levels deep"
+                )
+            )
             return None
         try:
             loader = _Loader(text)
@@ -272,8 +294,9 @@ class FrontMatter:
                 self._problem(node, f"{key}: must not contain control characters")
                 return None
         elif _NOT_ONE_LINE.search(value):
-            self._problem(node, f"{key}: must be a single line "
-                                "(no line breaks or control characters)")
+            self._problem(
+                node, f"{key}: must be a single line (no line breaks or control characters)"
+            )
             return None
         return value
 
@@ -328,12 +351,16 @@ class FrontMatter:
             return None
         text = node.value.strip()
         if not (_DATE.fullmatch(text) or _DATETIME.fullmatch(text)):
-            self._problem(node, f"{key}: expected YYYY-MM-DD or an ISO 8601 date-time such as "
-                                f"2024-05-01T09:30:00+08:00, not {text!r}")
+            self._problem(
+                node,
+                f"{key}: expected YYYY-MM-DD or an ISO 8601 date-time such as "
+                f"2024-05-01T09:30:00+08:00, not {text!r}",
+            )
             return None
         try:
-            value = datetime.fromisoformat(text.upper().replace("Z", "+00:00").replace(" +", "+")
-                                           .replace(" -", "-"))
+            value = datetime.fromisoformat(
+                text.upper().replace("Z", "+00:00").replace(" +", "+").replace(" -", "-")
+            )
         except ValueError as exc:
             self._problem(node, f"{key}: invalid date {text!r} ({exc})")
             return None
@@ -344,8 +371,16 @@ class FrontMatter:
         node = self.nodes[key]
         try:
             return SafeConstructor().construct_document(node)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError,
-                IndexError, KeyError, AttributeError) as exc:
+        except (
+            yaml.YAMLError,
+            ValueError,
+            TypeError,
+            OverflowError,
+            RecursionError,
+            IndexError,
+            KeyError,
+            AttributeError,
+        ) as exc:
             # Explicit tags (!!int abc, !custom) are the only way construction can fail here.
             reason = getattr(exc, "problem", None) or str(exc)
             self._problem(node, f"{key}: cannot be read: {reason}")

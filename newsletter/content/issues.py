@@ -20,8 +20,22 @@ from newsletter.content.markdown import absolute_url, render_markdown
 from newsletter.errors import Problem, located
 from newsletter.models import EditionNote, Issue
 
-ISSUE_KEYS = ("title", "date", "url", "authors", "venue", "year", "code", "tags", "image",
-              "summary", "edition", "section", "draft", "slug")
+ISSUE_KEYS = (
+    "title",
+    "date",
+    "url",
+    "authors",
+    "venue",
+    "year",
+    "code",
+    "tags",
+    "image",
+    "summary",
+    "edition",
+    "section",
+    "draft",
+    "slug",
+)
 NOTE_KEYS = ("subject", "preheader", "title")
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _BAD_SCHEMES = ("javascript", "vbscript", "data", "file")
@@ -45,8 +59,9 @@ def find_issue_files(issues_dir: Path) -> list[str]:
         dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
         rel = Path(os.path.relpath(top, issues_dir)).as_posix()
         prefix = "" if rel == "." else rel + "/"
-        found.extend(prefix + f for f in files
-                     if f.endswith(".md") and not f.startswith((".", "_")))
+        found.extend(
+            prefix + f for f in files if f.endswith(".md") and not f.startswith((".", "_"))
+        )
     return sorted(found)
 
 
@@ -72,8 +87,16 @@ def _asset_base(base_url: str, directory: str) -> str:
     return base_url + "assets/" + (quote(directory) + "/" if directory else "")
 
 
-def parse_issue(data: bytes, path: str, *, directory: str, tz: ZoneInfo, base_url: str,
-                problems: list[Problem], digest: str | None = None) -> Issue | None:
+def parse_issue(
+    data: bytes,
+    path: str,
+    *,
+    directory: str,
+    tz: ZoneInfo,
+    base_url: str,
+    problems: list[Problem],
+    digest: str | None = None,
+) -> Issue | None:
     """Parse one issue file; on failure return None with the problems recorded.
 
     ``directory`` is the file's folder relative to the issues dir ("" at the top): its assets
@@ -90,23 +113,44 @@ def parse_issue(data: bytes, path: str, *, directory: str, tz: ZoneInfo, base_ur
     date = fm.when("date", tz)
     slug = fm.text("slug")
     if slug is not None and not _SLUG.fullmatch(slug):
-        problems.append(Problem(path, fm.line("slug"), "slug: use lowercase ASCII letters, "
-                                                       f"digits and single hyphens, not {slug!r}"))
+        problems.append(
+            Problem(
+                path,
+                fm.line("slug"),
+                f"slug: use lowercase ASCII letters, digits and single hyphens, not {slug!r}",
+            )
+        )
     if slug is None:
         slug = derive_slug(path.rsplit("/", 1)[-1].removesuffix(".md"), date)
     fields: dict[str, Any] = dict(
-        _links(fm, asset_base, base_url), authors=fm.texts("authors"), venue=fm.text("venue"),
-        year=fm.whole("year", 1, 9999), tags=fm.texts("tags"),
-        summary=fm.text("summary", multiline=True), edition=fm.whole("edition", 1),
-        section=fm.text("section"), draft=fm.flag("draft"))
+        _links(fm, asset_base, base_url),
+        authors=fm.texts("authors"),
+        venue=fm.text("venue"),
+        year=fm.whole("year", 1, 9999),
+        tags=fm.texts("tags"),
+        summary=fm.text("summary", multiline=True),
+        edition=fm.whole("edition", 1),
+        section=fm.text("section"),
+        draft=fm.flag("draft"),
+    )
     extra = {key: fm.value(key) for key in fm.nodes if key not in ISSUE_KEYS}
     if len(problems) > before or title is None or date is None:
         return None
-    body_html = render_markdown(part.body, asset_base=asset_base, site_base=base_url,
-                                id_prefix=slug + "-").strip()
+    body_html = render_markdown(
+        part.body, asset_base=asset_base, site_base=base_url, id_prefix=slug + "-"
+    ).strip()
     digest = digest or hashlib.sha256(data).hexdigest()
-    return Issue(path=path, slug=slug, title=title, date=date, body_html=body_html, digest=digest,
-                 extra=extra, lines=dict(fm.lines), **fields)
+    return Issue(
+        path=path,
+        slug=slug,
+        title=title,
+        date=date,
+        body_html=body_html,
+        digest=digest,
+        extra=extra,
+        lines=dict(fm.lines),
+        **fields,
+    )
 
 
 def _scheme(url: str) -> str | None:
@@ -135,25 +179,35 @@ def _links(fm: FrontMatter, asset_base: str, base_url: str) -> dict[str, str | N
     problem = fm.problems.append
     url = fm.text("url")
     if url is not None and not is_web_url(url):
-        problem(Problem(fm.path, fm.line("url"), f"url: must be an absolute http(s) URL, "
-                                                 f"not {url!r}"))
+        problem(
+            Problem(fm.path, fm.line("url"), f"url: must be an absolute http(s) URL, not {url!r}")
+        )
     code = fm.text("code")
     scheme = _scheme(code) if code is not None else ""
-    if code is not None and (scheme is None or scheme in _BAD_SCHEMES
-                             or ("://" in code and scheme not in ("http", "https"))):
+    if code is not None and (
+        scheme is None
+        or scheme in _BAD_SCHEMES
+        or ("://" in code and scheme not in ("http", "https"))
+    ):
         problem(Problem(fm.path, fm.line("code"), f"code: not a safe link: {code!r}"))
     image = fm.text("image")
     if image is not None:
         image_url = absolute_url(image, asset_base=asset_base, site_base=base_url)
         if image_url is None:
-            problem(Problem(fm.path, fm.line("image"), "image: must be a relative path or an "
-                                                       f"http(s) URL, not {image!r}"))
+            problem(
+                Problem(
+                    fm.path,
+                    fm.line("image"),
+                    f"image: must be a relative path or an http(s) URL, not {image!r}",
+                )
+            )
         image = image_url
     return {"url": url, "code": code, "image": image}
 
 
-def load_issues(config: Config, *, drafts: bool = True,
-                cache: IssueCache | None = None) -> list[Issue]:
+def load_issues(
+    config: Config, *, drafts: bool = True, cache: IssueCache | None = None
+) -> list[Issue]:
     """Load every issue file, sorted by (date, slug); raise one ContentError listing all problems.
 
     ``drafts=False`` leaves out issues marked ``draft: true`` (they are still checked). With a
@@ -168,8 +222,9 @@ def load_issues(config: Config, *, drafts: bool = True,
     for rel in find_issue_files(issues_dir):
         key = prefix + rel
         keys.append(key)
-        issue = _load_file(issues_dir / rel, key, rel.rpartition("/")[0], tz, base_url, cache,
-                           problems)
+        issue = _load_file(
+            issues_dir / rel, key, rel.rpartition("/")[0], tz, base_url, cache, problems
+        )
         if issue is not None:
             issues.append(issue)
     if cache is not None:
@@ -182,8 +237,15 @@ def load_issues(config: Config, *, drafts: bool = True,
     return [i for i in issues if drafts or not i.draft]
 
 
-def _load_file(file: Path, key: str, directory: str, tz: ZoneInfo, base_url: str,
-               cache: IssueCache | None, problems: list[Problem]) -> Issue | None:
+def _load_file(
+    file: Path,
+    key: str,
+    directory: str,
+    tz: ZoneInfo,
+    base_url: str,
+    cache: IssueCache | None,
+    problems: list[Problem],
+) -> Issue | None:
     """One issue file through the cache: stat first, read only if the stat changed."""
     try:
         stat = file.stat()  # before reading, so a write racing with us is seen next time
@@ -198,8 +260,15 @@ def _load_file(file: Path, key: str, directory: str, tz: ZoneInfo, base_url: str
     digest = hashlib.sha256(data).hexdigest()
     issue = cache.by_digest(key, digest) if cache is not None else None
     if issue is None:
-        issue = parse_issue(data, key, directory=directory, tz=tz, base_url=base_url,
-                            problems=problems, digest=digest)
+        issue = parse_issue(
+            data,
+            key,
+            directory=directory,
+            tz=tz,
+            base_url=base_url,
+            problems=problems,
+            digest=digest,
+        )
     if issue is not None and cache is not None:
         cache.put(key, stat.st_size, stat.st_mtime_ns, digest, issue)
     return issue
@@ -210,10 +279,14 @@ def _check_slugs(issues: list[Issue], problems: list[Problem]) -> None:
     first: dict[str, str] = {}
     for issue in sorted(issues, key=lambda i: i.path):
         if issue.slug in first:
-            problems.append(Problem(
-                issue.path, issue.lines.get("slug", 1),
-                f"duplicate slug {issue.slug!r}: {first[issue.slug]} has it too "
-                "(set a different `slug:` in one of them)"))
+            problems.append(
+                Problem(
+                    issue.path,
+                    issue.lines.get("slug", 1),
+                    f"duplicate slug {issue.slug!r}: {first[issue.slug]} has it too "
+                    "(set a different `slug:` in one of them)",
+                )
+            )
         else:
             first[issue.slug] = issue.path
 
@@ -247,8 +320,9 @@ def load_notes(config: Config) -> dict[str, EditionNote]:
     return notes
 
 
-def parse_note(data: bytes, path: str, *, key: str, base_url: str,
-               problems: list[Problem]) -> EditionNote | None:
+def parse_note(
+    data: bytes, path: str, *, key: str, base_url: str, problems: list[Problem]
+) -> EditionNote | None:
     """Parse one edition note; on failure return None with the problems recorded."""
     before = len(problems)
     text = decode(data, path, problems)
@@ -266,8 +340,15 @@ def parse_note(data: bytes, path: str, *, key: str, base_url: str,
     if len(problems) > before:
         return None
     anchor = re.sub(r"[^A-Za-z0-9]+", "-", key).strip("-").lower()
-    intro = render_markdown(part.body, asset_base=base_url + "assets/", site_base=base_url,
-                            id_prefix=f"note-{anchor}-")
-    return EditionNote(path=path, key=key, intro_html=intro.strip(), subject=subject,
-                       preheader=preheader, title=title,
-                       digest=hashlib.sha256(data).hexdigest())
+    intro = render_markdown(
+        part.body, asset_base=base_url + "assets/", site_base=base_url, id_prefix=f"note-{anchor}-"
+    )
+    return EditionNote(
+        path=path,
+        key=key,
+        intro_html=intro.strip(),
+        subject=subject,
+        preheader=preheader,
+        title=title,
+        digest=hashlib.sha256(data).hexdigest(),
+    )

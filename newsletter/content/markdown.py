@@ -16,22 +16,69 @@ _EXTENSIONS = ("table", "autolink", "strikethrough", "tasklist")
 _OPTIONS = Options.CMARK_OPT_FOOTNOTES | Options.CMARK_OPT_UNSAFE
 
 SCHEMES = frozenset({"http", "https", "mailto"})
-_TAGS = frozenset({
-    "p", "a", "img", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li",
-    "table", "thead", "tbody", "tr", "th", "td", "code", "pre", "blockquote",
-    "em", "strong", "b", "i", "del", "sup", "sub", "hr", "br", "section",
-})
+_TAGS = frozenset(
+    {
+        "p",
+        "a",
+        "img",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "ul",
+        "ol",
+        "li",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+        "code",
+        "pre",
+        "blockquote",
+        "em",
+        "strong",
+        "b",
+        "i",
+        "del",
+        "sup",
+        "sub",
+        "hr",
+        "br",
+        "section",
+    }
+)
 _ATTRIBUTES = {
     "a": {"href", "title", "id", "class", "aria-label"},
     "img": {"src", "alt", "title", "width", "height"},
-    "th": {"align"}, "td": {"align"}, "ol": {"start"}, "li": {"id"},
-    "code": {"class"}, "sup": {"class"}, "section": {"class"},
+    "th": {"align"},
+    "td": {"align"},
+    "ol": {"start"},
+    "li": {"id"},
+    "code": {"class"},
+    "sup": {"class"},
+    "section": {"class"},
 }
 # Elements whose content is code or chrome, never prose: dropped whole, not unwrapped.
-_DROP_WITH_CONTENT = frozenset({
-    "script", "style", "template", "textarea", "title", "xmp", "noembed", "noframes",
-    "noscript", "iframe", "object", "select",
-})
+_DROP_WITH_CONTENT = frozenset(
+    {
+        "script",
+        "style",
+        "template",
+        "textarea",
+        "title",
+        "xmp",
+        "noembed",
+        "noframes",
+        "noscript",
+        "iframe",
+        "object",
+        "select",
+    }
+)
 # The classes cmark-gfm puts on footnotes and code blocks; any other class is dropped.
 _CLASSES = {"sup": {"footnote-ref"}, "section": {"footnotes"}, "a": {"footnote-backref"}}
 _LANGUAGE = re.compile(r"language-[A-Za-z0-9_+#.-]{1,40}")
@@ -41,8 +88,10 @@ _ALIGN = frozenset({"left", "center", "right"})
 # XML 1.0 forbids these characters even as references; MJML parses our output as XML.
 _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 # Task-list checkboxes are form controls (stripped by the sanitizer); keep their state as text.
-_CHECKBOXES = (('<input type="checkbox" checked="" disabled="" />', "\u2611"),
-               ('<input type="checkbox" disabled="" />', "\u2610"))
+_CHECKBOXES = (
+    ('<input type="checkbox" checked="" disabled="" />', "\u2611"),
+    ('<input type="checkbox" disabled="" />', "\u2610"),
+)
 # cmark-gfm encodes &#xFFFE; and &#xFFFF; as invalid UTF-8, which cmarkgfm then fails to
 # decode (UnicodeDecodeError); they are noncharacters, so U+FFFD loses nothing.
 _NONCHARACTER_REF = re.compile(r"&#(?:[xX]0*[fF]{3}[eEfF]|0*6553[45]);")
@@ -68,8 +117,9 @@ def absolute_url(url: str, *, asset_base: str, site_base: str) -> str | None:
     return joined if urlsplit(joined).scheme in SCHEMES else None
 
 
-def _filter(asset_base: str, site_base: str, id_prefix: str) -> Callable[[str, str, str],
-                                                                          str | None]:
+def _filter(
+    asset_base: str, site_base: str, id_prefix: str
+) -> Callable[[str, str, str], str | None]:
     """The per-attribute policy nh3 cannot express: URLs, class/id values, sizes."""
 
     def keep(tag: str, attr: str, value: str) -> str | None:
@@ -82,8 +132,11 @@ def _filter(asset_base: str, site_base: str, id_prefix: str) -> Callable[[str, s
             return id_prefix + value if _FOOTNOTE_ID.fullmatch(value) else None
         if attr == "class":
             allowed = _CLASSES.get(tag, set())
-            names = [c for c in value.split() if c in allowed
-                     or (tag == "code" and _LANGUAGE.fullmatch(c))]
+            names = [
+                c
+                for c in value.split()
+                if c in allowed or (tag == "code" and _LANGUAGE.fullmatch(c))
+            ]
             return " ".join(names) or None
         if attr in ("width", "height"):
             return value if _SIZE.fullmatch(value.strip()) else None

@@ -104,11 +104,19 @@ class _Committer:
 
 
 class Dispatcher:
-    def __init__(self, source: WorkSource, sender: Sender,
-                 build: Callable[[PendingDelivery], Message], policy: Policy, *,
-                 limiter: RateLimiter | None = None, stop: threading.Event | None = None,
-                 progress: Callable[[RunReport], None] | None = None,
-                 timer: Timer | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        source: WorkSource,
+        sender: Sender,
+        build: Callable[[PendingDelivery], Message],
+        policy: Policy,
+        *,
+        limiter: RateLimiter | None = None,
+        stop: threading.Event | None = None,
+        progress: Callable[[RunReport], None] | None = None,
+        timer: Timer | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.source = source
         self.sender = sender
         self.build = build
@@ -165,9 +173,12 @@ class Dispatcher:
 
     def _pass(self, final: bool) -> None:
         work: queue.Queue[list[PendingDelivery] | None] = queue.Queue(
-            maxsize=self.policy.concurrency * 2)
-        workers = [threading.Thread(target=self._worker, args=(work, final), daemon=True,
-                                    name=f"send-{i}") for i in range(self.policy.concurrency)]
+            maxsize=self.policy.concurrency * 2
+        )
+        workers = [
+            threading.Thread(target=self._worker, args=(work, final), daemon=True, name=f"send-{i}")
+            for i in range(self.policy.concurrency)
+        ]
         for w in workers:
             w.start()
         try:
@@ -176,7 +187,7 @@ class Dispatcher:
                 for i in range(0, len(page), size):
                     while not self._halted():
                         try:
-                            work.put(list(page[i:i + size]), timeout=0.2)
+                            work.put(list(page[i : i + size]), timeout=0.2)
                             break
                         except queue.Full:
                             continue
@@ -226,50 +237,64 @@ class Dispatcher:
         if self.budget is None:
             return batch
         with self.lock:
-            allowed = batch[:max(self.budget, 0)]
+            allowed = batch[: max(self.budget, 0)]
             self.budget -= len(allowed)
             if len(allowed) < len(batch) and not self.abort.is_set():
-                self.report.stopped = (f"{self.policy.budget_reason} reached; the rest stay "
-                                       "pending: run the same command again later")
+                self.report.stopped = (
+                    f"{self.policy.budget_reason} reached; the rest stay "
+                    "pending: run the same command again later"
+                )
                 self.abort.set()
         return allowed
 
-    def _outcomes(self, batch: Sequence[PendingDelivery], results: Sequence[Result],
-                  final: bool) -> list[DeliveryOutcome]:
+    def _outcomes(
+        self, batch: Sequence[PendingDelivery], results: Sequence[Result], final: bool
+    ) -> list[DeliveryOutcome]:
         if len(results) != len(batch):
-            raise RuntimeError(f"{self.sender.name} returned {len(results)} results "
-                               f"for {len(batch)} messages")
+            raise RuntimeError(
+                f"{self.sender.name} returned {len(results)} results for {len(batch)} messages"
+            )
         outcomes = []
         with self.lock:
             for row, res in zip(batch, results, strict=True):
                 if res.outcome is Outcome.SENT:
                     self.report.sent += 1
                     self.consecutive = 0
-                    outcomes.append(DeliveryOutcome(row.id, DeliveryStatus.SENT,
-                                                    provider_id=res.provider_id))
+                    outcomes.append(
+                        DeliveryOutcome(row.id, DeliveryStatus.SENT, provider_id=res.provider_id)
+                    )
                     continue
                 self.consecutive += 1
-                gave_up = res.outcome is Outcome.PERMANENT or final or \
-                    row.attempts + 1 >= self.policy.max_attempts
+                gave_up = (
+                    res.outcome is Outcome.PERMANENT
+                    or final
+                    or row.attempts + 1 >= self.policy.max_attempts
+                )
                 if gave_up:
                     self.report.failed += 1
                     status = DeliveryStatus.FAILED
-                    error = res.error if res.outcome is Outcome.PERMANENT else \
-                        f"gave up after {row.attempts + 1} attempts: {res.error}"
+                    error = (
+                        res.error
+                        if res.outcome is Outcome.PERMANENT
+                        else f"gave up after {row.attempts + 1} attempts: {res.error}"
+                    )
                 else:
                     self.report.retried += 1
                     status, error = DeliveryStatus.PENDING, res.error
                     if res.retry_after:
                         self.retry_after = max(self.retry_after, res.retry_after)
                         self.limiter.pause(res.retry_after)
-                outcomes.append(DeliveryOutcome(row.id, status, error=error[:500],
-                                                hard_bounce=res.hard_bounce))
+                outcomes.append(
+                    DeliveryOutcome(row.id, status, error=error[:500], hard_bounce=res.hard_bounce)
+                )
                 if len(self.report.errors) < 20:
                     self.report.errors.append(f"{row.email}: {res.error}")
             limit = self.policy.max_consecutive_errors
             if self.consecutive >= limit and not self.abort.is_set():
-                self.report.stopped = (f"stopped after {self.consecutive} consecutive errors "
-                                       f"(max_consecutive_errors = {limit}); last: "
-                                       f"{self.report.errors[-1] if self.report.errors else ''}")
+                self.report.stopped = (
+                    f"stopped after {self.consecutive} consecutive errors "
+                    f"(max_consecutive_errors = {limit}); last: "
+                    f"{self.report.errors[-1] if self.report.errors else ''}"
+                )
                 self.abort.set()
         return outcomes

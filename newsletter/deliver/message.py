@@ -26,9 +26,10 @@ _URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
 def check_header(name: str, value: str) -> str:
     """Refuse header injection: a CR, LF or NUL in any header value is an error, not passed on."""
     if _CRLF.search(value):
-        raise ConfigError(f"{name} header contains a line break or NUL: {value[:60]!r}",
-                          hint="header values come from titles, subjects and config: remove "
-                               "the line break there")
+        raise ConfigError(
+            f"{name} header contains a line break or NUL: {value[:60]!r}",
+            hint="header values come from titles, subjects and config: remove the line break there",
+        )
     return value
 
 
@@ -37,8 +38,10 @@ def _encode(name: str, value: str) -> bytes:
     if value.isascii():
         return f"{name}: {value}\r\n".encode("ascii")
     # RFC 2047 encoded-words, folded with CRLF so no line exceeds 78 characters.
-    return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=chr(13) + chr(10))}" \
+    return (
+        f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=chr(13) + chr(10))}"
         "\r\n".encode("ascii")
+    )
 
 
 def _address_header(name: str, value: str) -> bytes:
@@ -51,8 +54,15 @@ def _address_header(name: str, value: str) -> bytes:
 class PreparedEdition:
     """Everything about an edition's messages that does not depend on the recipient."""
 
-    def __init__(self, config: Config, rendered: RenderedEdition, signer: Signer, *,
-                 sent_at: datetime, test: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        rendered: RenderedEdition,
+        signer: Signer,
+        *,
+        sent_at: datetime,
+        test: bool = False,
+    ) -> None:
         ed = rendered.edition
         self.number = ed.number
         self.signer = signer
@@ -63,31 +73,44 @@ class PreparedEdition:
         self.list_id = check_header("List-Id", config.list_id)
         self.unsub_prefix = config.unsubscribe_prefix
         self.unsub_mailto = config.email.unsubscribe_mailto
-        self.domain = parseaddr(self.from_header)[1].rpartition("@")[2] or \
-            (urlsplit(config.base_url).hostname or "localhost")
+        self.domain = parseaddr(self.from_header)[1].rpartition("@")[2] or (
+            urlsplit(config.base_url).hostname or "localhost"
+        )
         self.html_template = rendered.email_html.replace(
-            UNSUBSCRIBE_PLACEHOLDER, self.unsub_prefix + _MARKER)
+            UNSUBSCRIBE_PLACEHOLDER, self.unsub_prefix + _MARKER
+        )
         self.text_template = rendered.email_text.replace(
-            UNSUBSCRIBE_PLACEHOLDER, self.unsub_prefix + _MARKER)
-        self.boundary = "=_nl_" + hashlib.sha256(
-            f"{ed.key}/{ed.number}/{rendered.subject}".encode()).hexdigest()[:28]
-        head = b"".join([
-            _address_header("From", self.from_header),
-            _encode("Subject", self.subject),
-            _encode("Date", format_datetime(sent_at)),
-            _address_header("Reply-To", self.reply_to) if self.reply_to else b"",
-            _encode("List-Id", self.list_id),
-        ])
+            UNSUBSCRIBE_PLACEHOLDER, self.unsub_prefix + _MARKER
+        )
+        self.boundary = (
+            "=_nl_"
+            + hashlib.sha256(f"{ed.key}/{ed.number}/{rendered.subject}".encode()).hexdigest()[:28]
+        )
+        head = b"".join(
+            [
+                _address_header("From", self.from_header),
+                _encode("Subject", self.subject),
+                _encode("Date", format_datetime(sent_at)),
+                _address_header("Reply-To", self.reply_to) if self.reply_to else b"",
+                _encode("List-Id", self.list_id),
+            ]
+        )
         self._head = head
-        self._mime = (b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-                      b"MIME-Version: 1.0\r\n"
-                      b'Content-Type: multipart/alternative; boundary="'
-                      + self.boundary.encode() + b'"\r\n\r\n')
+        self._mime = (
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+            b"MIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/alternative; boundary="'
+            + self.boundary.encode()
+            + b'"\r\n\r\n'
+        )
         part = b"--" + self.boundary.encode() + b"\r\n"
-        self._text_head = part + (b'Content-Type: text/plain; charset="utf-8"\r\n'
-                                  b"Content-Transfer-Encoding: base64\r\n\r\n")
-        self._html_head = part + (b'Content-Type: text/html; charset="utf-8"\r\n'
-                                  b"Content-Transfer-Encoding: base64\r\n\r\n")
+        self._text_head = part + (
+            b'Content-Type: text/plain; charset="utf-8"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\n"
+        )
+        self._html_head = part + (
+            b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        )
         self._tail = b"--" + self.boundary.encode() + b"--\r\n"
         marker = _MARKER.encode()
         self._text = SlottedBody(self.text_template.replace("\n", "\r\n").encode(), marker)
@@ -97,10 +120,16 @@ class PreparedEdition:
         self._unsub_parts: tuple[bytes, bytes, bytes] | None = None
         fixed = self.unsub_prefix + self.unsub_mailto
         if fixed.isascii() and not _CRLF.search(fixed):
-            mailto = f">, <mailto:{self.unsub_mailto}?subject=unsubscribe%20" \
-                if self.unsub_mailto else ""
-            self._unsub_parts = (f"List-Unsubscribe: <{self.unsub_prefix}".encode(),
-                                 mailto.encode(), b">\r\n")
+            mailto = (
+                f">, <mailto:{self.unsub_mailto}?subject=unsubscribe%20"
+                if self.unsub_mailto
+                else ""
+            )
+            self._unsub_parts = (
+                f"List-Unsubscribe: <{self.unsub_prefix}".encode(),
+                mailto.encode(),
+                b">\r\n",
+            )
 
     def message(self, recipient: str, name: str = "", subscriber_id: int = 0) -> EditionMessage:
         # Checked here, not only in as_bytes(): HTTP APIs take the address and name as JSON and
@@ -124,8 +153,9 @@ class EditionMessage:
     # boundaries and base64 lines never do), so SMTP may send it without dot-stuffing.
     wire_safe = True
 
-    def __init__(self, prepared: PreparedEdition, recipient: str, name: str,
-                 subscriber_id: int, token: str) -> None:
+    def __init__(
+        self, prepared: PreparedEdition, recipient: str, name: str, subscriber_id: int, token: str
+    ) -> None:
         self._p = prepared
         self.recipient = recipient
         self.name = name
@@ -155,16 +185,22 @@ class EditionMessage:
 
     @property
     def headers(self) -> Mapping[str, str]:
-        return {"List-Id": self._p.list_id, "List-Unsubscribe": self._list_unsubscribe(),
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+        return {
+            "List-Id": self._p.list_id,
+            "List-Unsubscribe": self._list_unsubscribe(),
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
 
     def _list_unsubscribe(self) -> str:
         value = f"<{self.unsubscribe_url}>"
         if self._p.unsub_mailto:
             token = self.token
             # quote() is slow and leaves a URL-safe token as it is: skip it when it would.
-            subject = "unsubscribe%20" + token if _URL_SAFE.fullmatch(token) \
+            subject = (
+                "unsubscribe%20" + token
+                if _URL_SAFE.fullmatch(token)
                 else quote(f"unsubscribe {token}")
+            )
             value += f", <mailto:{self._p.unsub_mailto}?subject={subject}>"
         return value
 
@@ -186,11 +222,25 @@ class EditionMessage:
     def as_bytes(self) -> bytes:
         p = self._p
         token = self.token.encode("ascii")
-        to = formataddr((self.name, self.recipient), charset="utf-8") if self.name \
+        to = (
+            formataddr((self.name, self.recipient), charset="utf-8")
+            if self.name
             else self.recipient
+        )
         # One join over every piece: the ~40 KB body is copied once per message, not twice.
-        return b"".join([
-            p._head, _encode("To", to), b"Message-ID: ", self.message_id.encode("ascii"),
-            b"\r\n", *self._list_unsubscribe_header(token), p._mime,
-            p._text_head, *p._text.parts(token), p._html_head, *p._html.parts(token), p._tail,
-        ])
+        return b"".join(
+            [
+                p._head,
+                _encode("To", to),
+                b"Message-ID: ",
+                self.message_id.encode("ascii"),
+                b"\r\n",
+                *self._list_unsubscribe_header(token),
+                p._mime,
+                p._text_head,
+                *p._text.parts(token),
+                p._html_head,
+                *p._html.parts(token),
+                p._tail,
+            ]
+        )

@@ -40,8 +40,9 @@ class RateLimiter:
     Time and sleeping are injected so tests run without real waiting.
     """
 
-    def __init__(self, rate: float | None, burst: float | None = None, *,
-                 timer: Timer | None = None) -> None:
+    def __init__(
+        self, rate: float | None, burst: float | None = None, *, timer: Timer | None = None
+    ) -> None:
         self.rate = rate
         self.capacity = burst if burst is not None else max(1.0, rate or 1.0)
         self.tokens = self.capacity

@@ -87,26 +87,39 @@ class DryRunSource:
             self.counts[o.status] = self.counts.get(o.status, 0) + 1
 
 
-def _policy(config: Config, sender: Sender, ledger: Ledger | None,
-            now: datetime) -> Policy:
+def _policy(config: Config, sender: Sender, ledger: Ledger | None, now: datetime) -> Policy:
     s = config.sender
     budget: int | None = None
     reason = ""
     # Caps count every message sent in the window, across editions and earlier runs.
-    for cap, window, name in ((s.hourly_cap, timedelta(hours=1), "hourly_cap"),
-                              (s.daily_cap, timedelta(days=1), "daily_cap")):
+    for cap, window, name in (
+        (s.hourly_cap, timedelta(hours=1), "hourly_cap"),
+        (s.daily_cap, timedelta(days=1), "daily_cap"),
+    ):
         if cap is None or ledger is None:
             continue
         left = max(0, cap - ledger.sent_since(now - window))
         if budget is None or left < budget:
             budget, reason = left, f"[sender] {name} of {cap}"
-    return Policy(concurrency=s.concurrency, batch_size=min(s.batch_size, sender.max_batch),
-                  max_attempts=s.max_attempts, max_consecutive_errors=s.max_consecutive_errors,
-                  budget=budget, budget_reason=reason)
+    return Policy(
+        concurrency=s.concurrency,
+        batch_size=min(s.batch_size, sender.max_batch),
+        max_attempts=s.max_attempts,
+        max_consecutive_errors=s.max_consecutive_errors,
+        budget=budget,
+        budget_reason=reason,
+    )
 
 
-def plan_send(config: Config, number: int, *, db: Database, sender_kind: str | None = None,
-              now: datetime | None = None, allow_open: bool = False) -> SendPlan:
+def plan_send(
+    config: Config,
+    number: int,
+    *,
+    db: Database,
+    sender_kind: str | None = None,
+    now: datetime | None = None,
+    allow_open: bool = False,
+) -> SendPlan:
     """Load, render and check one edition; count who would receive it."""
     now = now or clock.now()
     grouping = load_and_group(config, drafts=allow_open, now=now)
@@ -118,26 +131,38 @@ def plan_send(config: Config, number: int, *, db: Database, sender_kind: str | N
     return SendPlan(edition, rendered, sender_kind or config.sender.kind, count, check)
 
 
-def send_edition(config: Config, plan: SendPlan, *, db: Database,
-                 sender: Sender | None = None, dry_run: bool = False,
-                 to: Sequence[str] = (), retry_failed: bool = False,
-                 environ: Mapping[str, str] | None = None,
-                 stop: threading.Event | None = None,
-                 progress: Callable[[RunReport], None] | None = None,
-                 timer: Timer | None = None,
-                 now: datetime | None = None) -> SendReport:
+def send_edition(
+    config: Config,
+    plan: SendPlan,
+    *,
+    db: Database,
+    sender: Sender | None = None,
+    dry_run: bool = False,
+    to: Sequence[str] = (),
+    retry_failed: bool = False,
+    environ: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[RunReport], None] | None = None,
+    timer: Timer | None = None,
+    now: datetime | None = None,
+) -> SendReport:
     """Deliver a planned edition through the ledger (or as a test/dry run)."""
     errors = plan.check.errors()
     if errors:
-        raise SendError(f"edition {plan.edition.number} failed {errors} pre-send check(s)",
-                        hint="run `newsletter check` to see them", problems=[
-                            f.problem for f in plan.check.findings if f.level == "error"])
+        raise SendError(
+            f"edition {plan.edition.number} failed {errors} pre-send check(s)",
+            hint="run `newsletter check` to see them",
+            problems=[f.problem for f in plan.check.findings if f.level == "error"],
+        )
     if plan.edition.draft and not to:
-        raise SendError(f"edition {plan.edition.number} is a draft or still open",
-                        hint="wait until its period ends, or test it with --to ADDRESS")
+        raise SendError(
+            f"edition {plan.edition.number} is a draft or still open",
+            hint="wait until its period ends, or test it with --to ADDRESS",
+        )
     secret = secrets.token_bytes(32) if dry_run else load_secret(config.email.secret_env, environ)
-    prepared = PreparedEdition(config, plan.rendered, Signer(secret), sent_at=now or clock.now(),
-                               test=bool(to))
+    prepared = PreparedEdition(
+        config, plan.rendered, Signer(secret), sent_at=now or clock.now(), test=bool(to)
+    )
     kind = "outbox" if dry_run else plan.sender
     if sender is None:
         sender = create_sender(config, kind, environ=environ)
@@ -148,7 +173,8 @@ def send_edition(config: Config, plan: SendPlan, *, db: Database,
             for res in sender.send(messages):
                 report.test_results.append(
                     f"{res.recipient}: {res.outcome.value}"
-                    + (f" ({res.error})" if res.error else ""))
+                    + (f" ({res.error})" if res.error else "")
+                )
             return report
         source: LedgerSource | DryRunSource
         if dry_run:
@@ -166,8 +192,16 @@ def send_edition(config: Config, plan: SendPlan, *, db: Database,
 
         limiter = RateLimiter(config.sender.rate, timer=timer)
         policy = _policy(config, sender, None if dry_run else Ledger(db), now or clock.now())
-        dispatcher = Dispatcher(source, sender, build, policy, limiter=limiter,
-                                stop=stop, progress=progress, timer=timer)
+        dispatcher = Dispatcher(
+            source,
+            sender,
+            build,
+            policy,
+            limiter=limiter,
+            stop=stop,
+            progress=progress,
+            timer=timer,
+        )
         report.run = dispatcher.run()
         if not dry_run:
             ledger = Ledger(db)
@@ -181,5 +215,14 @@ def open_state(config: Config) -> Database:
     return open_database(config.database_url, busy_timeout=config.state.busy_timeout)
 
 
-__all__ = ["DeliveryStatus", "DryRunSource", "LedgerSource", "NewsletterError", "SendPlan",
-           "SendReport", "open_state", "plan_send", "send_edition"]
+__all__ = [
+    "DeliveryStatus",
+    "DryRunSource",
+    "LedgerSource",
+    "NewsletterError",
+    "SendPlan",
+    "SendReport",
+    "open_state",
+    "plan_send",
+    "send_edition",
+]

@@ -8,8 +8,10 @@ _LINE_BYTES = 57  # 57 raw bytes → one 76-character base64 line (RFC 2045)
 
 
 def _encode_lines(raw: bytes) -> bytes:
-    return b"".join(b2a_base64(raw[i:i + _LINE_BYTES], newline=False) + b"\r\n"
-                    for i in range(0, len(raw), _LINE_BYTES))
+    return b"".join(
+        b2a_base64(raw[i : i + _LINE_BYTES], newline=False) + b"\r\n"
+        for i in range(0, len(raw), _LINE_BYTES)
+    )
 
 
 class SlottedBody:
@@ -27,8 +29,7 @@ class SlottedBody:
         touched: list[int] = []
         start = raw.find(marker)
         while start != -1:
-            touched.extend(range(start // _LINE_BYTES,
-                                 (start + self.width - 1) // _LINE_BYTES + 1))
+            touched.extend(range(start // _LINE_BYTES, (start + self.width - 1) // _LINE_BYTES + 1))
             start = raw.find(marker, start + self.width)
         runs: list[tuple[int, int]] = []
         for idx in sorted(set(touched)):
@@ -54,5 +55,7 @@ class SlottedBody:
         """The encoded body as pieces, for a caller that joins a whole message only once."""
         if len(value) != self.width:
             raise ValueError(f"slot value must be {self.width} bytes, got {len(value)}")
-        return [seg if isinstance(seg, bytes) else _encode_lines(value.join(seg))
-                for seg in self.segments]
+        return [
+            seg if isinstance(seg, bytes) else _encode_lines(value.join(seg))
+            for seg in self.segments
+        ]

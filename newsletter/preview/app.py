@@ -48,8 +48,13 @@ FEED_TYPES = {RSS_FILE: RSS_TYPE, ATOM_FILE: ATOM_TYPE, JSON_FEED_FILE: JSON_FEE
 NO_STORE = {"Cache-Control": "no-store"}  # a reload must never show a stale frame
 _EDITION_FILE = re.compile(r"editions/(\d+)/(index\.html|email\.html|email\.txt)?")
 
-_env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
-                          undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 @dataclass(frozen=True)
@@ -64,17 +69,20 @@ class Options:
     def parse(cls, q: QueryParams) -> Options:
         view = q.get("view", "both")
         width = int(q["width"]) if q.get("width", "").isdigit() else 700
-        return cls(view=view if view in ("both", "mobile", "desktop") else "both",
-                   width=min(max(width, DESKTOP_WIDTHS[0]), DESKTOP_WIDTHS[-1]),
-                   dark=q.get("dark") == "1")
+        return cls(
+            view=view if view in ("both", "mobile", "desktop") else "both",
+            width=min(max(width, DESKTOP_WIDTHS[0]), DESKTOP_WIDTHS[-1]),
+            dark=q.get("dark") == "1",
+        )
 
     def query(self, **changes: Any) -> str:
         o = replace(self, **changes)
         return "?" + urlencode({"view": o.view, "width": o.width, "dark": int(o.dark)})
 
 
-def _page(name: str, version: str, *, status: int = 200, errors: Sequence[str] = (),
-          **context: Any) -> HTMLResponse:
+def _page(
+    name: str, version: str, *, status: int = 200, errors: Sequence[str] = (), **context: Any
+) -> HTMLResponse:
     context.setdefault("title", "")
     body = _env.get_template(name).render(version=version, errors=list(errors), **context)
     return HTMLResponse(body, status_code=status, headers=NO_STORE)
@@ -116,8 +124,14 @@ class Preview:
             except PreviewFailure:
                 view = None
             rows.append({"e": edition, "view": view, "state": _state(edition, snap)})
-        return _page("index.html.j2", version, errors=errors, rows=rows, issues=snap.issues(),
-                     title=snap.config.newsletter.title)
+        return _page(
+            "index.html.j2",
+            version,
+            errors=errors,
+            rows=rows,
+            issues=snap.issues(),
+            title=snap.config.newsletter.title,
+        )
 
     def edition(self, request: Request) -> Response:
         version, snap = self._load()
@@ -129,25 +143,47 @@ class Preview:
         try:
             view = snap.edition(number)
         except PreviewFailure as exc:
-            return _page("edition.html.j2", version, errors=exc.lines, number=number, v=None,
-                         title=title)
+            return _page(
+                "edition.html.j2", version, errors=exc.lines, number=number, v=None, title=title
+            )
         if view is None:
-            return _page("missing.html.j2", version, status=404, title=title,
-                         what=f"edition {number}", numbers=numbers)
+            return _page(
+                "missing.html.j2",
+                version,
+                status=404,
+                title=title,
+                what=f"edition {number}",
+                numbers=numbers,
+            )
         opts = Options.parse(request.query_params)
         msg = view.message
-        headers = [("From", msg.from_header), ("To", SAMPLE_RECIPIENT), ("Subject", msg.subject),
-                   *([("Reply-To", msg.reply_to)] if msg.reply_to else []),
-                   *msg.headers.items(), ("Message-ID", msg.message_id)]
+        headers = [
+            ("From", msg.from_header),
+            ("To", SAMPLE_RECIPIENT),
+            ("Subject", msg.subject),
+            *([("Reply-To", msg.reply_to)] if msg.reply_to else []),
+            *msg.headers.items(),
+            ("Message-ID", msg.message_id),
+        ]
         older = [n for n in numbers if n < number]
         newer = [n for n in numbers if n > number]
         return _page(
-            "edition.html.j2", version, title=title, number=number, v=view, opts=opts,
-            mobile=MOBILE_WIDTH, widths=DESKTOP_WIDTHS, headers=headers,
-            state=_state(view.edition, snap), recipient=SAMPLE_RECIPIENT,
+            "edition.html.j2",
+            version,
+            title=title,
+            number=number,
+            v=view,
+            opts=opts,
+            mobile=MOBILE_WIDTH,
+            widths=DESKTOP_WIDTHS,
+            headers=headers,
+            state=_state(view.edition, snap),
+            recipient=SAMPLE_RECIPIENT,
             feed_json=json.dumps(view.feed_item, ensure_ascii=False, indent=2),
-            prev=older[-1] if older else None, next=newer[0] if newer else None,
-            size=len(msg.html.encode("utf-8")))
+            prev=older[-1] if older else None,
+            next=newer[0] if newer else None,
+            size=len(msg.html.encode("utf-8")),
+        )
 
     def edition_file(self, request: Request) -> Response:
         """The message one recipient gets: HTML, plain text or the whole .eml."""
@@ -164,11 +200,17 @@ class Preview:
         if kind == "email.html":
             return self._display(request, snap, view.message.html)
         if kind == "email.txt":
-            return Response(view.message.text, media_type="text/plain; charset=utf-8",
-                            headers=NO_STORE)
-        return Response(view.message.as_bytes(), media_type="message/rfc822", headers={
-            **NO_STORE, "Content-Disposition":
-                f'attachment; filename="edition-{view.edition.number}.eml"'})
+            return Response(
+                view.message.text, media_type="text/plain; charset=utf-8", headers=NO_STORE
+            )
+        return Response(
+            view.message.as_bytes(),
+            media_type="message/rfc822",
+            headers={
+                **NO_STORE,
+                "Content-Disposition": f'attachment; filename="edition-{view.edition.number}.eml"',
+            },
+        )
 
     def issue(self, request: Request) -> Response:
         version, snap = self._load()
@@ -177,8 +219,14 @@ class Preview:
         found = snap.issue(request.path_params["slug"])
         title = snap.config.newsletter.title
         if found is None:
-            return _page("missing.html.j2", version, status=404, title=title,
-                         what=f"issue {request.path_params['slug']!r}", numbers=[])
+            return _page(
+                "missing.html.j2",
+                version,
+                status=404,
+                title=title,
+                what=f"issue {request.path_params['slug']!r}",
+                numbers=[],
+            )
         opts = Options.parse(request.query_params)
         return _page("issue.html.j2", version, found=found, opts=opts, title=title)
 
@@ -210,8 +258,9 @@ class Preview:
     def _site_file(self, request: Request, snap: Snapshot, rel: str) -> Response | None:
         if rel in ("", "index.html"):
             renderer = snap.renderer.renderer
-            return self._display(request, snap, snap.render(
-                lambda: renderer.render_index(snap.editions)))
+            return self._display(
+                request, snap, snap.render(lambda: renderer.render_index(snap.editions))
+            )
         if rel in FEED_TYPES:
             return Response(snap.feeds()[rel], media_type=FEED_TYPES[rel], headers=NO_STORE)
         m = _EDITION_FILE.fullmatch(rel)
@@ -221,8 +270,9 @@ class Preview:
                 return None
             if m.group(2) == "email.txt":
                 return Response(view.rendered.email_text, media_type="text/plain; charset=utf-8")
-            html = view.rendered.email_html if m.group(2) == "email.html" else \
-                view.rendered.web_html
+            html = (
+                view.rendered.email_html if m.group(2) == "email.html" else view.rendered.web_html
+            )
             return self._display(request, snap, html)
         path = safe_file(snap.assets, rel, self.project.root)
         return FileResponse(path, headers=NO_STORE) if path else None
@@ -244,9 +294,13 @@ def _state(edition: Edition, snap: Snapshot) -> str:
     return "next" if edition.number == snap.upcoming else "closed"
 
 
-def create_app(root: Path, *, watch: bool = True,
-               allowed_hosts: Sequence[str] | None = None,
-               now: Callable[[], datetime] = clock.now) -> Starlette:
+def create_app(
+    root: Path,
+    *,
+    watch: bool = True,
+    allowed_hosts: Sequence[str] | None = None,
+    now: Callable[[], datetime] = clock.now,
+) -> Starlette:
     """The preview app for the project at ``root``; ``watch`` starts the file watcher."""
     project = Project(root, now=now)
     p = Preview(project)
@@ -271,8 +325,11 @@ def create_app(root: Path, *, watch: bool = True,
         Route("/site/{path:path}", p.site),
         Route("/_reload", p.reload),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] \
-        if allowed_hosts else []
+    middleware = (
+        [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))]
+        if allowed_hosts
+        else []
+    )
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.project = project
     return app

@@ -28,8 +28,9 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise NewsletterError(f"cannot listen on {host!r}: {exc.strerror}",
-                              hint="use --host 127.0.0.1 (the default)") from exc
+        raise NewsletterError(
+            f"cannot listen on {host!r}: {exc.strerror}", hint="use --host 127.0.0.1 (the default)"
+        ) from exc
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -39,8 +40,10 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise NewsletterError(f"port {port} on {host} is already in use",
-                                  hint=f"stop the other server or use --port {port + 1}") from exc
+            raise NewsletterError(
+                f"port {port} on {host} is already in use",
+                hint=f"stop the other server or use --port {port + 1}",
+            ) from exc
         raise NewsletterError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     return sock
 
@@ -62,12 +65,17 @@ def _server(root: Path, host: str, **options: Any) -> Any:
 
         from newsletter.preview.app import create_app
     except ImportError as exc:
-        raise NewsletterError(f"`newsletter preview` needs Starlette and uvicorn ({exc.name} "
-                              "is missing)", hint="pip install 'newsletter[serve]'") from exc
+        raise NewsletterError(
+            f"`newsletter preview` needs Starlette and uvicorn ({exc.name} is missing)",
+            hint="pip install 'newsletter[serve]'",
+        ) from exc
     app = create_app(root, allowed_hosts=LOCAL_HOSTS if host in LOOPBACK else None, **options)
     # ws="none": no websockets import; the graceful timeout ends open long polls on Ctrl+C.
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="none",
-                                         timeout_graceful_shutdown=1))
+    return uvicorn.Server(
+        uvicorn.Config(
+            app, log_level="warning", lifespan="on", ws="none", timeout_graceful_shutdown=1
+        )
+    )
 
 
 def _url(host: str, port: int) -> str:
@@ -75,13 +83,15 @@ def _url(host: str, port: int) -> str:
 
 
 @contextlib.contextmanager
-def background_server(root: Path, *, host: str = "127.0.0.1", port: int = 0,
-                      **options: Any) -> Iterator[str]:
+def background_server(
+    root: Path, *, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> Iterator[str]:
     """Run the preview in a thread (tests, screenshots); yields its URL, stops on exit."""
     sock = _bind(host, port)
     server = _server(Path(root).resolve(), host, **options)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                              name="newsletter-preview-server", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="newsletter-preview-server", daemon=True
+    )
     thread.start()
     try:
         deadline = time.monotonic() + 10

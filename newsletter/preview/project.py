@@ -100,8 +100,14 @@ class Snapshot:
         checks = CheckResult(editions=1, issues=len(edition.issues))
         upcoming = edition.number == self.upcoming
         lint_edition(self.config, rendered, checks, self.now, sending=upcoming, site=self.site)
-        return EditionView(edition, rendered, prepared.message(SAMPLE_RECIPIENT),
-                           feed["items"][0], checks, upcoming)
+        return EditionView(
+            edition,
+            rendered,
+            prepared.message(SAMPLE_RECIPIENT),
+            feed["items"][0],
+            checks,
+            upcoming,
+        )
 
     def failures(self) -> list[str]:
         """Render every edition; the error lines of those that fail (for the index page)."""
@@ -131,8 +137,11 @@ class Snapshot:
 
     def feeds(self) -> dict[str, bytes]:
         """The three feeds as `build` writes them (same window, same code)."""
-        rendered = [v.rendered for e in self.editions
-                    if (v := self.edition(e.number)) is not None and not e.draft]
+        rendered = [
+            v.rendered
+            for e in self.editions
+            if (v := self.edition(e.number)) is not None and not e.draft
+        ]
         return build_feeds(self.config, rendered)
 
 
@@ -184,8 +193,14 @@ class Project:
     def watched(self) -> list[Path]:
         """Files and folders whose change means a reload (from the last config that loaded)."""
         c = self._config
-        dirs = (c.build.issues_dir, c.editions.notes_dir, c.build.templates_dir,
-                c.editions.lock_file) if c else ("issues", "editions", "templates",
-                                                  "editions.lock")
-        return [self.root / CONFIG_NAME, *(self.root / d for d in dirs), self.root / "static",
-                PACKAGE_TEMPLATES]
+        dirs = (
+            (c.build.issues_dir, c.editions.notes_dir, c.build.templates_dir, c.editions.lock_file)
+            if c
+            else ("issues", "editions", "templates", "editions.lock")
+        )
+        return [
+            self.root / CONFIG_NAME,
+            *(self.root / d for d in dirs),
+            self.root / "static",
+            PACKAGE_TEMPLATES,
+        ]

@@ -19,6 +19,7 @@ def force_scheme(html: str, dark: bool) -> str:
     The email's ``@media (prefers-color-scheme: dark)`` rules are what mail clients run, so
     rewriting the condition shows exactly those rules, rather than an imitation of them.
     """
+
     def replace(m: re.Match[str]) -> str:
         return _ALWAYS if (m.group(1).lower() == "dark") == dark else _NEVER
 
@@ -32,7 +33,7 @@ def add_to_head(html: str, snippet: str) -> str:
     m = _HEAD_END.search(html)
     if m is None:
         return snippet + html
-    return html[:m.start()] + snippet + html[m.start():]
+    return html[: m.start()] + snippet + html[m.start() :]
 
 
 def localize(html: str, base_url: str, local_base: str) -> str:

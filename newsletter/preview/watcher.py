@@ -47,8 +47,13 @@ def scan(paths: Iterable[Path]) -> Signature:
 class Watcher:
     """Calls ``on_change`` once per burst of changes under ``paths()``, until stopped."""
 
-    def __init__(self, paths: Callable[[], Iterable[Path]], on_change: Callable[[], None],
-                 *, interval: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        paths: Callable[[], Iterable[Path]],
+        on_change: Callable[[], None],
+        *,
+        interval: float = INTERVAL,
+    ) -> None:
         self.paths = paths
         self.on_change = on_change
         self.interval = interval
@@ -56,8 +61,9 @@ class Watcher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="newsletter-preview-watcher",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="newsletter-preview-watcher", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -74,9 +74,14 @@ def build_feeds(config: Config, rendered: Sequence[RenderedEdition]) -> dict[str
     """
     entries = feed_entries(rendered, config.build.feed_limit)
     site = config.newsletter
-    channel = _Channel(title=_clean(site.title), description=_clean(site.description),
-                       language=site.language, author=_clean(site.author),
-                       email=site.email, site_url=config.base_url)
+    channel = _Channel(
+        title=_clean(site.title),
+        description=_clean(site.description),
+        language=site.language,
+        author=_clean(site.author),
+        email=site.email,
+        site_url=config.base_url,
+    )
     return {
         RSS_FILE: _rss(channel, entries),
         ATOM_FILE: _atom(channel, entries),
@@ -110,8 +115,10 @@ def _check(rendered: Sequence[RenderedEdition]) -> None:
         if r.edition.date.utcoffset() is None:
             raise PublishError(f"edition {number}: date {r.edition.date} has no time zone")
         if number in numbers or r.url in urls:
-            raise PublishError(f"edition {number}: two editions share a number or URL ({r.url})",
-                               hint="feed entry ids must be unique; check editions.lock")
+            raise PublishError(
+                f"edition {number}: two editions share a number or URL ({r.url})",
+                hint="feed entry ids must be unique; check editions.lock",
+            )
         numbers.add(number)
         urls.add(r.url)
 
@@ -119,9 +126,16 @@ def _check(rendered: Sequence[RenderedEdition]) -> None:
 def _entry(r: RenderedEdition) -> FeedEntry:
     edition = r.edition
     image = next((i.image for i in edition.issues if i.image), None)
-    return FeedEntry(id=r.url, url=r.url, title=_clean(edition.title), summary=_summary(r),
-                     content_html=_clean(r.content_html), date=edition.date,
-                     tags=tuple(_clean(t) for t in edition.tags), image=image)
+    return FeedEntry(
+        id=r.url,
+        url=r.url,
+        title=_clean(edition.title),
+        summary=_summary(r),
+        content_html=_clean(r.content_html),
+        date=edition.date,
+        tags=tuple(_clean(t) for t in edition.tags),
+        image=image,
+    )
 
 
 def _clean(text: str) -> str:
@@ -154,8 +168,7 @@ def _shorten(text: str, limit: int) -> str:
     return cut.rstrip(" ·,;:") + "…"
 
 
-def _generator(site: _Channel, entries: Sequence[FeedEntry], self_file: str,
-               self_type: str) -> Any:
+def _generator(site: _Channel, entries: Sequence[FeedEntry], self_file: str, self_type: str) -> Any:
     """A FeedGenerator with every field set explicitly; feedgen's defaults include now()."""
     fg = FeedGenerator()
     # dc:creator carries the author's name in RSS, whose own <author> must be an email address.

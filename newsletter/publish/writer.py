@@ -115,8 +115,13 @@ def _fsync_tree(root: Path) -> None:
 
 
 def _error(exc: OSError, path: Path) -> PublishError:
-    reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
-              errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"
-              }.get(exc.errno or 0, exc.strerror or str(exc))
-    return PublishError(f"{path}: cannot write: {reason}",
-                        hint="the previous output was left untouched; fix this and build again")
+    reason = {
+        errno.ENOSPC: "the disk is full",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EDQUOT: "the disk quota is exceeded",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return PublishError(
+        f"{path}: cannot write: {reason}",
+        hint="the previous output was left untouched; fix this and build again",
+    )

@@ -14,15 +14,31 @@ from newsletter import __version__
 from newsletter.models import Edition, RenderedEdition
 
 
-def edition_key(config_digest: str, templates_digest: str, edition: Edition,
-                prev: Edition | None, next: Edition | None) -> str:
+def edition_key(
+    config_digest: str,
+    templates_digest: str,
+    edition: Edition,
+    prev: Edition | None,
+    next: Edition | None,
+) -> str:
     """Hash of everything one edition's outputs depend on (content, templates, config, pager)."""
     h = hashlib.sha256()
-    for part in (__version__, config_digest, templates_digest, edition.key, str(edition.number),
-                 edition.title, edition.subject, edition.preheader, edition.intro_html,
-                 edition.start.isoformat(), edition.end.isoformat(), edition.date.isoformat(),
-                 repr(edition.is_open), repr([(s.title, [i.digest for i in s.issues])
-                                               for s in edition.sections])):
+    for part in (
+        __version__,
+        config_digest,
+        templates_digest,
+        edition.key,
+        str(edition.number),
+        edition.title,
+        edition.subject,
+        edition.preheader,
+        edition.intro_html,
+        edition.start.isoformat(),
+        edition.end.isoformat(),
+        edition.date.isoformat(),
+        repr(edition.is_open),
+        repr([(s.title, [i.digest for i in s.issues]) for s in edition.sections]),
+    ):
         h.update(part.encode("utf-8") + b"\0")
     for neighbour in (prev, next):
         h.update(repr((neighbour.number, neighbour.title) if neighbour else None).encode())
@@ -40,8 +56,11 @@ def index_key(config_digest: str, templates_digest: str, editions: Sequence[Edit
     for part in (__version__, config_digest, templates_digest):
         h.update(part.encode("utf-8") + b"\0")
     for edition in editions:
-        own = [getattr(edition, f.name) for f in fields(edition)
-               if f.name not in ("issues", "sections")]
+        own = [
+            getattr(edition, f.name)
+            for f in fields(edition)
+            if f.name not in ("issues", "sections")
+        ]
         h.update(repr((own, len(edition.issues), edition.tags)).encode("utf-8") + b"\0")
     return h.hexdigest()
 
@@ -67,8 +86,15 @@ class RenderCache:
             if stored_key != key or not isinstance(parts, dict) or set(parts) != set(_PARTS):
                 return None
             return RenderedEdition(edition=edition, **parts)
-        except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError,
-                ImportError):
+        except (
+            OSError,
+            pickle.PickleError,
+            EOFError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            ImportError,
+        ):
             return None  # a missing or unreadable cache entry only costs a re-render
 
     def put(self, key: str, rendered: RenderedEdition) -> None:

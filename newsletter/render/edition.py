@@ -47,32 +47,51 @@ class Renderer:
         self.env = make_env(config)
         self.t = Translator(config.newsletter.language, config.strings)
         base = config.base_url
-        self.urls = {"home": base, "rss": base + "feed.xml", "atom": base + "atom.xml",
-                     "json": base + "feed.json"}
+        self.urls = {
+            "home": base,
+            "rss": base + "feed.xml",
+            "atom": base + "atom.xml",
+            "json": base + "feed.json",
+        }
 
     # -- views ---------------------------------------------------------------------------
     def edition_view(self, edition: Edition) -> dict[str, Any]:
         # A shallow copy: dataclasses.asdict would deep-copy every issue only to drop them.
-        view = {f.name: getattr(edition, f.name) for f in fields(edition)
-                if f.name not in ("issues", "sections")}
-        view.update(url=edition_url(self.config, edition.number), count=len(edition.issues),
-                    intro_html=Markup(edition.intro_html), tags=edition.tags,
-                    intro_text=html_to_text(edition.intro_html) if edition.intro_html else "")
+        view = {
+            f.name: getattr(edition, f.name)
+            for f in fields(edition)
+            if f.name not in ("issues", "sections")
+        }
+        view.update(
+            url=edition_url(self.config, edition.number),
+            count=len(edition.issues),
+            intro_html=Markup(edition.intro_html),
+            tags=edition.tags,
+            intro_text=html_to_text(edition.intro_html) if edition.intro_html else "",
+        )
         return view
 
     def _base_context(self) -> dict[str, Any]:
-        return {"newsletter": self.config.newsletter, "urls": self.urls, "t": self.t,
-                "date": self.t.date, "datetime": self.t.datetime,
-                "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER}
+        return {
+            "newsletter": self.config.newsletter,
+            "urls": self.urls,
+            "t": self.t,
+            "date": self.t.date,
+            "datetime": self.t.datetime,
+            "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
+        }
 
-    def context(self, edition: Edition, prev: Edition | None = None,
-                next: Edition | None = None) -> dict[str, Any]:
+    def context(
+        self, edition: Edition, prev: Edition | None = None, next: Edition | None = None
+    ) -> dict[str, Any]:
         ctx = self._base_context()
         views = {i.path: issue_view(i) for i in edition.issues}  # one view per issue, shared
         ctx.update(
             edition=self.edition_view(edition),
-            sections=[{"title": s.title, "issues": [views[i.path] for i in s.issues]}
-                      for s in edition.sections],
+            sections=[
+                {"title": s.title, "issues": [views[i.path] for i in s.issues]}
+                for s in edition.sections
+            ],
             issues=[views[i.path] for i in edition.issues],
             prev=self.edition_view(prev) if prev else None,
             next=self.edition_view(next) if next else None,
@@ -96,8 +115,9 @@ class Renderer:
             raise template_error(self.config, exc, name, name) from exc
         return display_path(self.config, filename, name)
 
-    def render(self, edition: Edition, prev: Edition | None = None,
-               next: Edition | None = None) -> RenderedEdition:
+    def render(
+        self, edition: Edition, prev: Edition | None = None, next: Edition | None = None
+    ) -> RenderedEdition:
         what = f"edition {edition.number} ({edition.key})"
         ctx = self.context(edition, prev, next)
         mjml_source = self._render(EMAIL_MJML, ctx, what)
@@ -110,11 +130,18 @@ class Renderer:
                 raise TemplateError(
                     f"{what}: the {part} has no unsubscribe link",
                     hint=f"templates must use {{{{ unsubscribe_url }}}} (it becomes "
-                         f"{UNSUBSCRIBE_PLACEHOLDER}, filled in per recipient)")
+                    f"{UNSUBSCRIBE_PLACEHOLDER}, filled in per recipient)",
+                )
         return RenderedEdition(
-            edition=edition, subject=edition.subject, preheader=edition.preheader,
-            email_html=email_html, email_text=email_text, web_html=web_html,
-            content_html=content_html, url=edition_url(self.config, edition.number))
+            edition=edition,
+            subject=edition.subject,
+            preheader=edition.preheader,
+            email_html=email_html,
+            email_text=email_text,
+            web_html=web_html,
+            content_html=content_html,
+            url=edition_url(self.config, edition.number),
+        )
 
     def render_index(self, editions: Sequence[Edition]) -> str:
         ctx = self._base_context()
@@ -124,6 +151,5 @@ class Renderer:
 
     def render_issue(self, issue: Issue, edition: Edition | None = None) -> str:
         ctx = self._base_context()
-        ctx.update(issue=issue_view(issue),
-                   edition=self.edition_view(edition) if edition else None)
+        ctx.update(issue=issue_view(issue), edition=self.edition_view(edition) if edition else None)
         return self._render(ISSUE_PAGE, ctx, f"issue {issue.path}")

@@ -69,20 +69,25 @@ def template_error(config: Config, exc: Exception, name: str, what: str) -> Temp
     """Map a Jinja2 exception to a TemplateError naming the template file and line."""
     if isinstance(exc, jinja2.TemplateSyntaxError):
         path = display_path(config, exc.filename, exc.name or name)
-        return TemplateError(f"{path}: {exc.message}", problems=[
-            Problem(path, exc.lineno, f"template syntax error: {exc.message}")])
+        return TemplateError(
+            f"{path}: {exc.message}",
+            problems=[Problem(path, exc.lineno, f"template syntax error: {exc.message}")],
+        )
     if isinstance(exc, jinja2.TemplateNotFound):
-        return TemplateError(f"template {exc.name!r} not found", hint="searched: " + ", ".join(
-            str(p) for p in template_dirs(config)))
+        return TemplateError(
+            f"template {exc.name!r} not found",
+            hint="searched: " + ", ".join(str(p) for p in template_dirs(config)),
+        )
     # Undefined variables and runtime errors: Jinja rewrites tracebacks so that template frames
     # carry the template file and line; the innermost such frame is where the mistake is.
     path, line = name, None
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename.endswith(".j2") or frame.filename.endswith(".html"):
             path, line = display_path(config, frame.filename, name), frame.lineno
-    message = str(exc.message if isinstance(exc, jinja2.TemplateError) and exc.message
-                  else exc)
+    message = str(exc.message if isinstance(exc, jinja2.TemplateError) and exc.message else exc)
     if isinstance(exc, jinja2.UndefinedError):
         message = f"unknown template variable: {message}"
-    return TemplateError(f"{path}: {message} (while rendering {what})", problems=[
-        Problem(path, line, f"{message} (while rendering {what})")])
+    return TemplateError(
+        f"{path}: {message} (while rendering {what})",
+        problems=[Problem(path, line, f"{message} (while rendering {what})")],
+    )

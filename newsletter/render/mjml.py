@@ -22,9 +22,11 @@ def compile_mjml(source: str, template: str, what: str) -> str:
         detail = f"MJML error: {message}"
         if line is not None:
             detail += f" (generated MJML line {line}: {snippet!r})"
-        raise TemplateError(f"{template}: {detail} while rendering {what}", problems=[
-            Problem(template, None, f"{detail} while rendering {what}")],
-            hint="HTML inside <mj-text> must be well-formed: close every tag") from exc
+        raise TemplateError(
+            f"{template}: {detail} while rendering {what}",
+            problems=[Problem(template, None, f"{detail} while rendering {what}")],
+            hint="HTML inside <mj-text> must be well-formed: close every tag",
+        ) from exc
 
 
 def _locate(source: str, message: str) -> tuple[int | None, str]:

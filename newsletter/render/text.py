@@ -11,14 +11,34 @@ import re
 
 _TOKEN = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)([^>]*)>|<!--.*?-->", re.S)
 _ATTR = re.compile(r'([a-zA-Z_:-]+)\s*=\s*(?:"([^"]*)"|\'([^\']*)\'|([^\s>]+))')
-_BLOCK = frozenset({"p", "div", "section", "blockquote", "pre", "table", "ul", "ol", "h1", "h2",
-                    "h3", "h4", "h5", "h6", "hr", "figure"})
+_BLOCK = frozenset(
+    {
+        "p",
+        "div",
+        "section",
+        "blockquote",
+        "pre",
+        "table",
+        "ul",
+        "ol",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "figure",
+    }
+)
 _SPACE = re.compile(r"\s+")
 
 
 def _attrs(raw: str) -> dict[str, str]:
-    return {m.group(1).lower(): html.unescape(m.group(2) or m.group(3) or m.group(4) or "")
-            for m in _ATTR.finditer(raw)}
+    return {
+        m.group(1).lower(): html.unescape(m.group(2) or m.group(3) or m.group(4) or "")
+        for m in _ATTR.finditer(raw)
+    }
 
 
 class _Writer:
@@ -79,8 +99,12 @@ class _Writer:
         elif tag == "a" and self.links:
             href, start = self.links.pop()
             text = "".join(self.out[start:])
-            if href and href.startswith(("http://", "https://", "mailto:")) and href != text \
-                    and "#fnref" not in href:
+            if (
+                href
+                and href.startswith(("http://", "https://", "mailto:"))
+                and href != text
+                and "#fnref" not in href
+            ):
                 self.out.append(f" ({href})")
 
 
@@ -89,7 +113,7 @@ def html_to_text(source: str) -> str:
     pos = 0
     for m in _TOKEN.finditer(source):
         if m.start() > pos:
-            w.text(source[pos:m.start()])
+            w.text(source[pos : m.start()])
         pos = m.end()
         tag = m.group(2)
         if tag is None:

@@ -34,15 +34,21 @@ def sender_class(kind: str) -> type[Sender]:
     try:
         ref = _REGISTRY[kind]
     except KeyError:
-        raise ConfigError(f"unknown sender {kind!r}",
-                          hint="known senders: " + ", ".join(known_senders())) from None
+        raise ConfigError(
+            f"unknown sender {kind!r}", hint="known senders: " + ", ".join(known_senders())
+        ) from None
     module, _, attr = ref.partition(":")
     cls: type[Sender] = getattr(importlib.import_module(module), attr)
     return cls
 
 
-def create_sender(config: Config, kind: str | None = None, *,
-                  environ: Mapping[str, str] | None = None, **kwargs: Any) -> Sender:
+def create_sender(
+    config: Config,
+    kind: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> Sender:
     """Instantiate the configured sender (or ``kind``) with its ``[sender.<kind>]`` options."""
     kind = kind or config.sender.kind
     cls = sender_class(kind)

@@ -42,6 +42,7 @@ class Message(Protocol):
     def headers(self) -> Mapping[str, str]:
         """Extra headers (List-Id, List-Unsubscribe, List-Unsubscribe-Post …), unencoded."""
         ...
+
     @property
     def html(self) -> str: ...
     @property
@@ -79,13 +80,15 @@ def sent(msg: Message, provider_id: str = "") -> Result:
 
 
 def transient(msg: Message, error: str, retry_after: float | None = None) -> Result:
-    return Result(msg.message_id, msg.recipient, Outcome.TRANSIENT, error=error,
-                  retry_after=retry_after)
+    return Result(
+        msg.message_id, msg.recipient, Outcome.TRANSIENT, error=error, retry_after=retry_after
+    )
 
 
 def permanent(msg: Message, error: str, hard_bounce: bool = False) -> Result:
-    return Result(msg.message_id, msg.recipient, Outcome.PERMANENT, error=error,
-                  hard_bounce=hard_bounce)
+    return Result(
+        msg.message_id, msg.recipient, Outcome.PERMANENT, error=error, hard_bounce=hard_bounce
+    )
 
 
 class Sender(abc.ABC):
@@ -102,8 +105,9 @@ class Sender(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
-                     **kwargs: Any) -> Self:
+    def from_options(
+        cls, options: Mapping[str, Any], environ: Mapping[str, str], **kwargs: Any
+    ) -> Self:
         """Build from the ``[sender.<name>]`` table; raise ConfigError listing every problem."""
 
     @abc.abstractmethod
@@ -116,21 +120,28 @@ class Sender(abc.ABC):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
-def secret_from_env(options: Mapping[str, Any], key: str, default_env: str,
-                    environ: Mapping[str, str], section: str) -> str:
+def secret_from_env(
+    options: Mapping[str, Any], key: str, default_env: str, environ: Mapping[str, str], section: str
+) -> str:
     """Read a secret from the environment variable named by ``options[key]`` (never the file)."""
     env_name = options.get(key, default_env)
     if not isinstance(env_name, str) or not env_name:
         raise ConfigError(f"[sender.{section}] {key} must name an environment variable")
     value = environ.get(env_name, "")
     if not value:
-        raise ConfigError(f"[sender.{section}]: environment variable {env_name} is not set",
-                          hint=f"export {env_name}=… (secrets never go in config.toml)")
+        raise ConfigError(
+            f"[sender.{section}]: environment variable {env_name} is not set",
+            hint=f"export {env_name}=… (secrets never go in config.toml)",
+        )
     return value
 
 
@@ -153,8 +164,11 @@ class SimpleMessage:
     def as_bytes(self) -> bytes:
         msg = EmailMessage(policy=SMTP)
         msg["From"] = self.from_header
-        msg["To"] = formataddr((self.name, self.recipient)) if self.name else str(
-            Address(addr_spec=self.recipient))
+        msg["To"] = (
+            formataddr((self.name, self.recipient))
+            if self.name
+            else str(Address(addr_spec=self.recipient))
+        )
         msg["Subject"] = self.subject
         if self.reply_to:
             msg["Reply-To"] = self.reply_to

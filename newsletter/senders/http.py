@@ -34,8 +34,11 @@ _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 def make_client(timeout: float = DEFAULT_TIMEOUT) -> httpx.Client:
     """The client a sender builds for itself when none is injected."""
-    return httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0),
-                        headers={"User-Agent": USER_AGENT}, follow_redirects=False)
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=10.0),
+        headers={"User-Agent": USER_AGENT},
+        follow_redirects=False,
+    )
 
 
 class HTTPSender(Sender):
@@ -49,8 +52,14 @@ class HTTPSender(Sender):
     retry policy. The only state is the thread-safe ``httpx.Client``.
     """
 
-    def __init__(self, *, client: httpx.Client | None = None, secrets: Iterable[str] = (),
-                 secret_env: str = "", timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        *,
+        client: httpx.Client | None = None,
+        secrets: Iterable[str] = (),
+        secret_env: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         # The variable holding the key is named in hints; its value never is.
         self.secret_env = secret_env
         self._owns_client = client is None
@@ -68,8 +77,9 @@ class HTTPSender(Sender):
     def parse_success(self, response: httpx.Response, batch: Sequence[Message]) -> list[Result]:
         """One Result per message from a 2xx answer; raise ValueError/KeyError if unreadable."""
 
-    def classify_error(self, response: httpx.Response,
-                       batch: Sequence[Message]) -> list[Result] | None:
+    def classify_error(
+        self, response: httpx.Response, batch: Sequence[Message]
+    ) -> list[Result] | None:
         """Results for a 4xx other than 401/403/408/429, or None for PERMANENT per message."""
         return None
 
@@ -95,7 +105,7 @@ class HTTPSender(Sender):
         results: list[Result] = []
         size = max(1, self.max_batch)
         for start in range(0, len(messages), size):
-            batch = messages[start:start + size]
+            batch = messages[start : start + size]
             try:
                 got = self._send_batch(batch)
             except PermanentSendError as exc:
@@ -109,7 +119,7 @@ class HTTPSender(Sender):
                 # Throttled or down: hammering on with the rest helps nobody.
                 wait = max((r.retry_after or 0.0 for r in got), default=0.0) or None
                 reason = f"not attempted: {got[0].error}"
-                results.extend(transient(m, reason, wait) for m in messages[start + size:])
+                results.extend(transient(m, reason, wait) for m in messages[start + size :])
                 break
         return results
 
@@ -152,8 +162,9 @@ class HTTPSender(Sender):
         error = self.redact(f"{self.name}: HTTP {status}: {text}")
         return [permanent(m, error) for m in batch]
 
-    def _all_transient(self, batch: Sequence[Message], error: str,
-                       retry_after: float | None = None) -> list[Result]:
+    def _all_transient(
+        self, batch: Sequence[Message], error: str, retry_after: float | None = None
+    ) -> list[Result]:
         error = self.redact(f"{self.name}: {error}")
         return [transient(m, error, retry_after) for m in batch]
 
@@ -174,7 +185,6 @@ class HTTPSender(Sender):
 # -- helpers shared by the provider modules --------------------------------------------
 
 
-
 class BearerSender(HTTPSender):
     """An API authenticated by one Bearer key read from the environment (SendGrid, Resend)."""
 
@@ -182,24 +192,35 @@ class BearerSender(HTTPSender):
     endpoint: ClassVar[str]  # path appended to the base URL
     key_env: ClassVar[str]  # default name of the variable holding the key
 
-    def __init__(self, api_key: str, *, base_url: str | None = None,
-                 client: httpx.Client | None = None, api_key_env: str = "",
-                 timeout: float = 30.0) -> None:
-        super().__init__(client=client, secrets=(api_key,), secret_env=api_key_env,
-                         timeout=timeout)
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        client: httpx.Client | None = None,
+        api_key_env: str = "",
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(client=client, secrets=(api_key,), secret_env=api_key_env, timeout=timeout)
         self._api_key = api_key
         self.url = f"{(base_url or self.default_url).rstrip('/')}{self.endpoint}"
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
-                     **kwargs: Any) -> Self:
+    def from_options(
+        cls, options: Mapping[str, Any], environ: Mapping[str, str], **kwargs: Any
+    ) -> Self:
         r = OptionReader(cls.name, options, environ, ("api_key_env", "base_url"))
         api_key = r.secret("api_key_env", cls.key_env)
         base_url = r.url("base_url", cls.default_url)
         timeout = r.number("timeout", 30.0)
         r.finish()
-        return cls(api_key, base_url=base_url, client=kwargs.get("client"), timeout=timeout,
-                   api_key_env=r.env_name("api_key_env", cls.key_env))
+        return cls(
+            api_key,
+            base_url=base_url,
+            client=kwargs.get("client"),
+            timeout=timeout,
+            api_key_env=r.env_name("api_key_env", cls.key_env),
+        )
 
     @property
     def authorization(self) -> dict[str, str]:
@@ -286,8 +307,13 @@ def extra_headers(msg: Message, reserved: Iterable[str] = ()) -> dict[str, str]:
 class OptionReader:
     """Reads one ``[sender.<name>]`` table, collecting every problem before raising."""
 
-    def __init__(self, section: str, options: Mapping[str, Any], environ: Mapping[str, str],
-                 known: Iterable[str]) -> None:
+    def __init__(
+        self,
+        section: str,
+        options: Mapping[str, Any],
+        environ: Mapping[str, str],
+        known: Iterable[str],
+    ) -> None:
         self.section = section
         self.options = {k: v for k, v in options.items() if not k.startswith("_")}
         self.environ = environ
@@ -298,8 +324,9 @@ class OptionReader:
             self.problem(key, "unknown key; known keys: " + ", ".join(sorted(known)))
 
     def problem(self, key: str, message: str) -> None:
-        self.problems.append(Problem("config.toml", None, f"[sender.{self.section}] {key}: "
-                                                          f"{message}"))
+        self.problems.append(
+            Problem("config.toml", None, f"[sender.{self.section}] {key}: {message}")
+        )
 
     def string(self, key: str, default: str = "", *, required: bool = False) -> str:
         value = self.options.get(key, default)
@@ -320,8 +347,9 @@ class OptionReader:
     def url(self, key: str, default: str) -> str:
         value = self.string(key, default).rstrip("/")
         parts = urlsplit(value)
-        secure = parts.scheme == "https" or (parts.scheme == "http"
-                                             and parts.hostname in _LOCAL_HOSTS)
+        secure = parts.scheme == "https" or (
+            parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS
+        )
         if not parts.hostname or not secure:
             self.problem(key, f"must be an https:// URL, got {value!r}")
             return default
@@ -347,5 +375,9 @@ class OptionReader:
     def finish(self) -> None:
         """Raise one ConfigError naming every problem found."""
         if self.problems:
-            raise located(self.problems, f"[sender.{self.section}]", ConfigError,
-                          hint="; ".join(self.hints) or None)
+            raise located(
+                self.problems,
+                f"[sender.{self.section}]",
+                ConfigError,
+                hint="; ".join(self.hints) or None,
+            )

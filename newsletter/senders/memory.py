@@ -33,8 +33,9 @@ class MemorySender(Sender):
         self.closed = False
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
-                     **kwargs: Any) -> Self:
+    def from_options(
+        cls, options: Mapping[str, Any], environ: Mapping[str, str], **kwargs: Any
+    ) -> Self:
         unknown = sorted(k for k in options if not k.startswith("_"))
         if unknown:
             raise ConfigError("[sender.memory] takes no options; unknown: " + ", ".join(unknown))

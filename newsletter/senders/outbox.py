@@ -16,8 +16,9 @@ from newsletter.senders.base import Message, Result, Sender, sent, transient
 
 # Errors that mean the outbox as a whole cannot take mail: stop the run instead of failing
 # every recipient one by one (and burning their retry budgets).
-_FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT,
-                           errno.ENOTDIR})
+_FATAL_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR}
+)
 _OPTIONS = ("path", "discard", "fsync")
 DISCARD_PATH = "/dev/null"
 
@@ -45,8 +46,9 @@ class OutboxSender(Sender):
         self.bytes = 0  # their total size
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
-                     **kwargs: Any) -> Self:
+    def from_options(
+        cls, options: Mapping[str, Any], environ: Mapping[str, str], **kwargs: Any
+    ) -> Self:
         if kwargs:
             raise TypeError(f"OutboxSender got unexpected arguments: {sorted(kwargs)}")
         problems: list[Problem] = []
@@ -59,7 +61,7 @@ class OutboxSender(Sender):
                 problem(key, "unknown option (known: " + ", ".join(_OPTIONS) + ")")
         path = options.get("path", "outbox")
         if not isinstance(path, str) or not path:
-            problem("path", "must be a directory path (or \"/dev/null\" to discard)")
+            problem("path", 'must be a directory path (or "/dev/null" to discard)')
             path = "outbox"
         for key in ("discard", "fsync"):
             if not isinstance(options.get(key, False), bool):
@@ -98,7 +100,8 @@ class OutboxSender(Sender):
             if exc.errno in _FATAL_ERRNOS:
                 raise PermanentSendError(
                     f"cannot write to the outbox {self.path}: {exc.strerror or exc}",
-                    hint="free disk space or fix the permissions of [sender.outbox] path") from exc
+                    hint="free disk space or fix the permissions of [sender.outbox] path",
+                ) from exc
             return transient(msg, f"writing {final} failed: {exc}")
         self._count(len(data))
         return sent(msg, provider_id=name)
@@ -108,7 +111,7 @@ class OutboxSender(Sender):
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if self.fsync:
                 os.fsync(fd)
         finally:
@@ -122,8 +125,10 @@ class OutboxSender(Sender):
                 for sub in ("tmp", "new", "cur"):
                     (path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
-                raise PermanentSendError(f"cannot create the outbox {path}: {exc.strerror or exc}",
-                                         hint="check [sender.outbox] path") from exc
+                raise PermanentSendError(
+                    f"cannot create the outbox {path}: {exc.strerror or exc}",
+                    hint="check [sender.outbox] path",
+                ) from exc
             self._ready = True
 
     def _count(self, size: int) -> None:

@@ -46,9 +46,17 @@ class PostmarkSender(HTTPSender):
     name: ClassVar[str] = "postmark"
     max_batch: ClassVar[int] = 500
 
-    def __init__(self, token: str, *, message_stream: str = "broadcast", tag: str = "",
-                 base_url: str = DEFAULT_URL, client: httpx.Client | None = None,
-                 token_env: str = "", timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        token: str,
+        *,
+        message_stream: str = "broadcast",
+        tag: str = "",
+        base_url: str = DEFAULT_URL,
+        client: httpx.Client | None = None,
+        token_env: str = "",
+        timeout: float = 30.0,
+    ) -> None:
         super().__init__(client=client, secrets=(token,), secret_env=token_env, timeout=timeout)
         self._token = token
         self.message_stream = message_stream
@@ -56,10 +64,12 @@ class PostmarkSender(HTTPSender):
         self.url = f"{base_url.rstrip('/')}/email/batch"
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
-                     **kwargs: Any) -> Self:
-        r = OptionReader(cls.name, options, environ,
-                         ("token_env", "message_stream", "tag", "base_url"))
+    def from_options(
+        cls, options: Mapping[str, Any], environ: Mapping[str, str], **kwargs: Any
+    ) -> Self:
+        r = OptionReader(
+            cls.name, options, environ, ("token_env", "message_stream", "tag", "base_url")
+        )
         token = r.secret("token_env", "POSTMARK_SERVER_TOKEN")
         stream = r.string("message_stream", "broadcast", required=True)
         tag = r.string("tag", "")
@@ -68,15 +78,26 @@ class PostmarkSender(HTTPSender):
         base_url = r.url("base_url", DEFAULT_URL)
         timeout = r.number("timeout", 30.0)
         r.finish()
-        return cls(token, message_stream=stream, tag=tag, base_url=base_url,
-                   client=kwargs.get("client"), timeout=timeout,
-                   token_env=r.env_name("token_env", "POSTMARK_SERVER_TOKEN"))
+        return cls(
+            token,
+            message_stream=stream,
+            tag=tag,
+            base_url=base_url,
+            client=kwargs.get("client"),
+            timeout=timeout,
+            token_env=r.env_name("token_env", "POSTMARK_SERVER_TOKEN"),
+        )
 
     def build_request(self, batch: Sequence[Message]) -> httpx.Request:
-        return self.new_request("POST", self.url, json=[self._payload(m) for m in batch], headers={
-            "Accept": "application/json",
-            "X-Postmark-Server-Token": self._token,
-        })
+        return self.new_request(
+            "POST",
+            self.url,
+            json=[self._payload(m) for m in batch],
+            headers={
+                "Accept": "application/json",
+                "X-Postmark-Server-Token": self._token,
+            },
+        )
 
     def _payload(self, msg: Message) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -85,8 +106,7 @@ class PostmarkSender(HTTPSender):
             "Subject": msg.subject,
             "HtmlBody": msg.html,
             "TextBody": msg.text,
-            "Headers": [{"Name": k, "Value": v}
-                        for k, v in extra_headers(msg, RESERVED).items()],
+            "Headers": [{"Name": k, "Value": v} for k, v in extra_headers(msg, RESERVED).items()],
             "MessageStream": self.message_stream,
         }
         if msg.reply_to:
@@ -127,10 +147,12 @@ class PostmarkSender(HTTPSender):
         if code in SENDER_CODES:
             raise PermanentSendError(
                 self.redact(f"postmark: error {code}: {item.get('Message', '')}"),
-                hint="check the sender signature / domain and the account in Postmark")
+                hint="check the sender signature / domain and the account in Postmark",
+            )
 
-    def classify_error(self, response: httpx.Response,
-                       batch: Sequence[Message]) -> list[Result] | None:
+    def classify_error(
+        self, response: httpx.Response, batch: Sequence[Message]
+    ) -> list[Result] | None:
         """HTTP 422: the whole request failed with a single ErrorCode."""
         try:
             body = json_body(response)

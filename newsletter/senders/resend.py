@@ -49,13 +49,18 @@ class ResendSender(BearerSender):
 
     def build_request(self, batch: Sequence[Message]) -> httpx.Request:
         body = json.dumps([self._payload(m) for m in batch], ensure_ascii=False).encode()
-        return self.new_request("POST", self.url, content=body, headers={
-            **self.authorization,
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "x-batch-validation": "permissive",
-            "Idempotency-Key": "newsletter/" + hashlib.sha256(body).hexdigest(),
-        })
+        return self.new_request(
+            "POST",
+            self.url,
+            content=body,
+            headers={
+                **self.authorization,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "x-batch-validation": "permissive",
+                "Idempotency-Key": "newsletter/" + hashlib.sha256(body).hexdigest(),
+            },
+        )
 
     def _payload(self, msg: Message) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -83,8 +88,10 @@ class ResendSender(BearerSender):
         # still accepted, so record them as sent without an id rather than send them again.
         paired = len(ids) == len(ok_positions)
         id_of = dict(zip(ok_positions, ids, strict=False)) if paired else {}
-        return [permanent(m, f"resend: {errors[i]}") if i in errors
-                else sent(m, id_of.get(i, "")) for i, m in enumerate(batch)]
+        return [
+            permanent(m, f"resend: {errors[i]}") if i in errors else sent(m, id_of.get(i, ""))
+            for i, m in enumerate(batch)
+        ]
 
     def error_text(self, response: httpx.Response) -> str:
         try:
@@ -93,8 +100,9 @@ class ResendSender(BearerSender):
         except (ValueError, KeyError, TypeError):
             return super().error_text(response)
 
-    def classify_error(self, response: httpx.Response,
-                       batch: Sequence[Message]) -> list[Result] | None:
+    def classify_error(
+        self, response: httpx.Response, batch: Sequence[Message]
+    ) -> list[Result] | None:
         """409: the same idempotency key is still being processed; anything else is final."""
         if response.status_code == 409 and "concurrent" in self.error_text(response):
             error = self.redact(f"resend: HTTP 409: {self.error_text(response)}")

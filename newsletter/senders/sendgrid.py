@@ -33,8 +33,20 @@ from newsletter.senders.http import (
 
 DEFAULT_URL = "https://api.sendgrid.com"  # EU regional subusers: https://api.eu.sendgrid.com
 # Headers SendGrid does not let a request set (mail send reference, "headers").
-RESERVED = ("x-sg-id", "x-sg-eid", "received", "dkim-signature", "Content-Type",
-            "Content-Transfer-Encoding", "To", "From", "Subject", "Reply-To", "Cc", "Bcc")
+RESERVED = (
+    "x-sg-id",
+    "x-sg-eid",
+    "received",
+    "dkim-signature",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "To",
+    "From",
+    "Subject",
+    "Reply-To",
+    "Cc",
+    "Bcc",
+)
 
 
 class SendGridSender(BearerSender):
@@ -48,10 +60,15 @@ class SendGridSender(BearerSender):
 
     def build_request(self, batch: Sequence[Message]) -> httpx.Request:
         (msg,) = batch  # max_batch is 1
-        return self.new_request("POST", self.url, json=self._payload(msg), headers={
-            **self.authorization,
-            "Accept": "application/json",
-        })
+        return self.new_request(
+            "POST",
+            self.url,
+            json=self._payload(msg),
+            headers={
+                **self.authorization,
+                "Accept": "application/json",
+            },
+        )
 
     def _payload(self, msg: Message) -> dict[str, Any]:
         to: dict[str, str] = {"email": msg.recipient}
@@ -66,8 +83,11 @@ class SendGridSender(BearerSender):
         if headers:
             personalization["headers"] = headers
         # SendGrid wants text/plain before text/html and rejects empty values.
-        content = [{"type": t, "value": v}
-                   for t, v in (("text/plain", msg.text), ("text/html", msg.html)) if v]
+        content = [
+            {"type": t, "value": v}
+            for t, v in (("text/plain", msg.text), ("text/html", msg.html))
+            if v
+        ]
         payload: dict[str, Any] = {
             "personalizations": [personalization],
             "from": _address(msg.from_header),
@@ -94,8 +114,10 @@ class SendGridSender(BearerSender):
         # {"errors": [{"message": "…", "field": "…", "help": "…"}]}
         try:
             errors = json_body(response)["errors"]
-            parts = [f"{e['field']}: {e['message']}" if e.get("field") else str(e["message"])
-                     for e in errors]
+            parts = [
+                f"{e['field']}: {e['message']}" if e.get("field") else str(e["message"])
+                for e in errors
+            ]
         except (ValueError, KeyError, TypeError):
             return super().error_text(response)
         return "; ".join(parts) or super().error_text(response)
@@ -107,4 +129,3 @@ def _address(header: str) -> dict[str, str]:
     if name:
         out["name"] = name
     return out
-

@@ -31,17 +31,34 @@ from newsletter.senders.sigv4 import Credentials, sign
 PATH = "/v2/email/outbound-emails"
 SERVICE = "ses"
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-TRANSIENT_TYPES = frozenset({
-    "TooManyRequestsException", "ThrottlingException", "Throttling", "LimitExceededException",
-    "RequestTimeout", "RequestTimeoutException", "ServiceUnavailable", "InternalFailure",
-})
-SENDER_TYPES = frozenset({
-    "AccountSuspendedException", "SendingPausedException",
-    "MailFromDomainNotVerifiedException", "NotFoundException", "AccessDeniedException",
-    "InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch",
-    "IncompleteSignature", "MissingAuthenticationToken", "ExpiredToken",
-    "ExpiredTokenException",
-})
+TRANSIENT_TYPES = frozenset(
+    {
+        "TooManyRequestsException",
+        "ThrottlingException",
+        "Throttling",
+        "LimitExceededException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ServiceUnavailable",
+        "InternalFailure",
+    }
+)
+SENDER_TYPES = frozenset(
+    {
+        "AccountSuspendedException",
+        "SendingPausedException",
+        "MailFromDomainNotVerifiedException",
+        "NotFoundException",
+        "AccessDeniedException",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "ExpiredToken",
+        "ExpiredTokenException",
+    }
+)
 
 
 class SESSender(HTTPSender):
@@ -50,12 +67,19 @@ class SESSender(HTTPSender):
     name: ClassVar[str] = "ses"
     max_batch: ClassVar[int] = 1
 
-    def __init__(self, credentials: Credentials, region: str, *, endpoint: str = "",
-                 configuration_set: str = "", client: httpx.Client | None = None,
-                 secret_env: str = "", timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        region: str,
+        *,
+        endpoint: str = "",
+        configuration_set: str = "",
+        client: httpx.Client | None = None,
+        secret_env: str = "",
+        timeout: float = 30.0,
+    ) -> None:
         secrets = (credentials.secret_access_key, credentials.session_token)
-        super().__init__(client=client, secrets=secrets, secret_env=secret_env,
-                         timeout=timeout)
+        super().__init__(client=client, secrets=secrets, secret_env=secret_env, timeout=timeout)
         self._credentials = credentials
         self.region = region
         base = endpoint.rstrip("/") or f"https://email.{region}.amazonaws.com"
@@ -63,28 +87,46 @@ class SESSender(HTTPSender):
         self.configuration_set = configuration_set
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
-                     **kwargs: Any) -> Self:
-        r = OptionReader(cls.name, options, environ,
-                         ("region", "endpoint", "configuration_set", "access_key_id_env",
-                          "secret_access_key_env", "session_token_env"))
+    def from_options(
+        cls, options: Mapping[str, Any], environ: Mapping[str, str], **kwargs: Any
+    ) -> Self:
+        r = OptionReader(
+            cls.name,
+            options,
+            environ,
+            (
+                "region",
+                "endpoint",
+                "configuration_set",
+                "access_key_id_env",
+                "secret_access_key_env",
+                "session_token_env",
+            ),
+        )
         default_region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION", "")
         region = r.string("region", default_region)
         if not region:
-            r.problem("region", "is required (or set AWS_REGION), e.g. \"eu-west-1\"")
+            r.problem("region", 'is required (or set AWS_REGION), e.g. "eu-west-1"')
         elif not _REGION.match(region):
-            r.problem("region", f"{region!r} is not an AWS region name, e.g. \"eu-west-1\"")
+            r.problem("region", f'{region!r} is not an AWS region name, e.g. "eu-west-1"')
         endpoint = r.url("endpoint", "") if "endpoint" in r.options else ""
         credentials = Credentials(
             r.secret("access_key_id_env", "AWS_ACCESS_KEY_ID"),
             r.secret("secret_access_key_env", "AWS_SECRET_ACCESS_KEY"),
-            r.secret("session_token_env", "AWS_SESSION_TOKEN", optional=True))
+            r.secret("session_token_env", "AWS_SESSION_TOKEN", optional=True),
+        )
         configuration_set = r.string("configuration_set", "")
         timeout = r.number("timeout", 30.0)
         r.finish()
-        return cls(credentials, region, endpoint=endpoint, configuration_set=configuration_set,
-                   client=kwargs.get("client"), timeout=timeout,
-                   secret_env=r.env_name("secret_access_key_env", "AWS_SECRET_ACCESS_KEY"))
+        return cls(
+            credentials,
+            region,
+            endpoint=endpoint,
+            configuration_set=configuration_set,
+            client=kwargs.get("client"),
+            timeout=timeout,
+            secret_env=r.env_name("secret_access_key_env", "AWS_SECRET_ACCESS_KEY"),
+        )
 
     def build_request(self, batch: Sequence[Message]) -> httpx.Request:
         (msg,) = batch  # max_batch is 1
@@ -96,10 +138,12 @@ class SESSender(HTTPSender):
             payload["ConfigurationSetName"] = self.configuration_set
         body = json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"}
-        signature = sign("POST", self.url, headers, body, self._credentials, self.region,
-                         SERVICE, now())
-        return self.new_request("POST", self.url, content=body,
-                             headers={**headers, **signature.headers})
+        signature = sign(
+            "POST", self.url, headers, body, self._credentials, self.region, SERVICE, now()
+        )
+        return self.new_request(
+            "POST", self.url, content=body, headers={**headers, **signature.headers}
+        )
 
     def parse_success(self, response: httpx.Response, batch: Sequence[Message]) -> list[Result]:
         return [sent(batch[0], str(json_body(response)["MessageId"]))]
@@ -109,13 +153,16 @@ class SESSender(HTTPSender):
         text = describe_body(response)
         return f"{kind}: {text}" if kind else text
 
-    def classify_error(self, response: httpx.Response,
-                       batch: Sequence[Message]) -> list[Result] | None:
+    def classify_error(
+        self, response: httpx.Response, batch: Sequence[Message]
+    ) -> list[Result] | None:
         kind = error_type(response)
         error = self.redact(f"ses: HTTP {response.status_code}: {self.error_text(response)}")
         if kind in SENDER_TYPES:
-            raise PermanentSendError(error, hint="check the SES account, identity and the "
-                                                 "AWS credentials in the environment")
+            raise PermanentSendError(
+                error,
+                hint="check the SES account, identity and the AWS credentials in the environment",
+            )
         if kind in TRANSIENT_TYPES:
             return [transient(m, error, self.retry_after(response)) for m in batch]
         return [permanent(m, error) for m in batch]

@@ -69,13 +69,15 @@ def canonical_headers(headers: Mapping[str, str]) -> tuple[str, str]:
     return lines, ";".join(names)
 
 
-def canonical_request(method: str, path: str, query: str, headers: Mapping[str, str],
-                      payload_hash: str) -> tuple[str, str]:
+def canonical_request(
+    method: str, path: str, query: str, headers: Mapping[str, str], payload_hash: str
+) -> tuple[str, str]:
     """The canonical request and its signed-header list (task 1 of the spec)."""
     lines, signed = canonical_headers(headers)
     canonical_path = _encode(unquote(path) or "/", safe="/")
-    creq = "\n".join([method.upper(), canonical_path, canonical_query(query), lines, signed,
-                      payload_hash])
+    creq = "\n".join(
+        [method.upper(), canonical_path, canonical_query(query), lines, signed, payload_hash]
+    )
     return creq, signed
 
 
@@ -87,9 +89,16 @@ def signing_key(secret_access_key: str, date: str, region: str, service: str) ->
     return key
 
 
-def sign(method: str, url: str, headers: Mapping[str, str], body: bytes,
-         credentials: Credentials, region: str, service: str,
-         when: datetime) -> Signature:
+def sign(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    credentials: Credentials,
+    region: str,
+    service: str,
+    when: datetime,
+) -> Signature:
     """Sign a request; ``headers`` are those to sign (Host is added from the URL if absent)."""
     parts = urlsplit(url)
     to_sign = dict(headers)
@@ -105,12 +114,15 @@ def sign(method: str, url: str, headers: Mapping[str, str], body: bytes,
     if credentials.session_token and "x-amz-security-token" not in lower:
         added["X-Amz-Security-Token"] = credentials.session_token
     to_sign.update(added)
-    creq, signed = canonical_request(method, parts.path, parts.query, to_sign,
-                                     hashlib.sha256(body).hexdigest())
+    creq, signed = canonical_request(
+        method, parts.path, parts.query, to_sign, hashlib.sha256(body).hexdigest()
+    )
     scope = f"{date}/{region}/{service}/aws4_request"
     sts = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(creq.encode()).hexdigest()])
     key = signing_key(credentials.secret_access_key, date, region, service)
     signature = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
-    added["Authorization"] = (f"{ALGORITHM} Credential={credentials.access_key_id}/{scope}, "
-                              f"SignedHeaders={signed}, Signature={signature}")
+    added["Authorization"] = (
+        f"{ALGORITHM} Credential={credentials.access_key_id}/{scope}, "
+        f"SignedHeaders={signed}, Signature={signature}"
+    )
     return Signature(creq, sts, signed, signature, added)

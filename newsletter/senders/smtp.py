@@ -33,10 +33,34 @@ log = logging.getLogger(__name__)
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 DEFAULT_PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
 DEFAULT_DKIM_KEY_ENV = "NEWSLETTER_DKIM_PRIVATE_KEY"
-DKIM_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
-                b"content-type", b"list-id", b"list-unsubscribe", b"list-unsubscribe-post")
-_OPTIONS = ("host", "port", "security", "username", "password_env", "timeout", "connections",
-            "helo", "envelope_from", "ca_file", "dkim_selector", "dkim_domain", "dkim_key_env")
+DKIM_HEADERS = (
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"mime-version",
+    b"content-type",
+    b"list-id",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+)
+_OPTIONS = (
+    "host",
+    "port",
+    "security",
+    "username",
+    "password_env",
+    "timeout",
+    "connections",
+    "helo",
+    "envelope_from",
+    "ca_file",
+    "dkim_selector",
+    "dkim_domain",
+    "dkim_key_env",
+)
 # An envelope address goes verbatim into "MAIL FROM:<…>" / "RCPT TO:<…>": no CR/LF (command
 # injection), no controls, spaces or angle brackets, and an @ with something on both sides.
 _ENVELOPE = re.compile(r"[^\x00-\x20\x7f<>@]+@[^\x00-\x20\x7f<>@]+")
@@ -45,7 +69,9 @@ _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 _USER_UNKNOWN = re.compile(
     r"user unknown|unknown (?:user|recipient|mailbox)|no such (?:user|mailbox|recipient|address)"
     r"|(?:mailbox|recipient|address|user|account) (?:not found|unknown|does not exist"
-    r"|doesn't exist)|invalid (?:mailbox|recipient)", re.IGNORECASE)
+    r"|doesn't exist)|invalid (?:mailbox|recipient)",
+    re.IGNORECASE,
+)
 _QUEUE_ID = re.compile(r"queued as\s+<?([^\s<>;]+)|\bid=<?([^\s<>;]+)", re.IGNORECASE)
 
 
@@ -62,12 +88,18 @@ class DKIMKey:
         import dkim
 
         try:
-            header: bytes = dkim.sign(data, self.selector.encode(), self.domain.encode(),
-                                      self.private_key, include_headers=list(DKIM_HEADERS),
-                                      linesep=b"\r\n")
+            header: bytes = dkim.sign(
+                data,
+                self.selector.encode(),
+                self.domain.encode(),
+                self.private_key,
+                include_headers=list(DKIM_HEADERS),
+                linesep=b"\r\n",
+            )
         except dkim.DKIMException as exc:
-            raise PermanentSendError(f"DKIM signing failed: {exc}",
-                                     hint="check dkim_key_env holds an RSA private key") from exc
+            raise PermanentSendError(
+                f"DKIM signing failed: {exc}", hint="check dkim_key_env holds an RSA private key"
+            ) from exc
         return header
 
 
@@ -80,10 +112,21 @@ class SMTPSender(Sender):
 
     name: ClassVar[str] = "smtp"
 
-    def __init__(self, host: str, port: int | None = None, *, security: str = "starttls",
-                 username: str = "", password: str = "", timeout: float = 30.0,
-                 connections: int = 4, helo: str = "", envelope_from: str = "",
-                 ca_file: str | None = None, dkim: DKIMKey | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        security: str = "starttls",
+        username: str = "",
+        password: str = "",
+        timeout: float = 30.0,
+        connections: int = 4,
+        helo: str = "",
+        envelope_from: str = "",
+        ca_file: str | None = None,
+        dkim: DKIMKey | None = None,
+    ) -> None:
         if security not in SECURITY_MODES:
             raise ValueError(f"security must be one of {SECURITY_MODES}, not {security!r}")
         if connections < 1:
@@ -92,9 +135,15 @@ class SMTPSender(Sender):
         if security != "none":
             context = ssl.create_default_context(cafile=ca_file)  # verifies cert and host name
         self.settings = Settings(
-            host=host, port=port or DEFAULT_PORTS[security], security=security,
-            username=username, password=password, timeout=timeout, helo=helo or _local_name(),
-            ssl_context=context)
+            host=host,
+            port=port or DEFAULT_PORTS[security],
+            security=security,
+            username=username,
+            password=password,
+            timeout=timeout,
+            helo=helo or _local_name(),
+            ssl_context=context,
+        )
         self.envelope_from = envelope_from
         self.dkim = dkim
         self.connections = connections
@@ -105,8 +154,9 @@ class SMTPSender(Sender):
         self._closed = False
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
-                     **kwargs: Any) -> Self:
+    def from_options(
+        cls, options: Mapping[str, Any], environ: Mapping[str, str], **kwargs: Any
+    ) -> Self:
         if kwargs:
             raise TypeError(f"SMTPSender got unexpected arguments: {sorted(kwargs)}")
         return cls(**_parse_options(options, environ))
@@ -170,8 +220,10 @@ class SMTPSender(Sender):
 
     def _refused(self, msg: Message, exc: Reply) -> Result:
         if exc.code == 530:  # authentication required: every message would fail the same way
-            raise PermanentSendError(f"SMTP server {self.settings.where} requires authentication: "
-                                     f"{exc.code} {exc.text}", hint="set username and password_env")
+            raise PermanentSendError(
+                f"SMTP server {self.settings.where} requires authentication: {exc.code} {exc.text}",
+                hint="set username and password_env",
+            )
         if 400 <= exc.code < 500:
             return transient_result(msg, f"SMTP {exc}")
         return permanent(msg, f"SMTP {exc}", hard_bounce=is_hard_bounce(exc.code, exc.text))
@@ -183,8 +235,9 @@ class SMTPSender(Sender):
             raise _Unavailable(f"SMTP {exc}") from exc
         except Reply as exc:
             if exc.code >= 500:  # a 554 banner or refused EHLO: no message will get through
-                raise PermanentSendError(f"SMTP server {self.settings.where} refused us at "
-                                         f"{exc}") from exc
+                raise PermanentSendError(
+                    f"SMTP server {self.settings.where} refused us at {exc}"
+                ) from exc
             raise _Unavailable(f"SMTP {exc}") from exc
         with self._lock:
             self.opened += 1
@@ -256,8 +309,10 @@ def _parse_options(options: Mapping[str, Any], environ: Mapping[str, str]) -> di
     get = options.get
     for key in sorted(options):
         if key == "password":
-            problems.append("password: secrets never go in config.toml; put the password in an "
-                            "environment variable and name it in password_env")
+            problems.append(
+                "password: secrets never go in config.toml; put the password in an "
+                "environment variable and name it in password_env"
+            )
         elif not key.startswith("_") and key not in _OPTIONS:
             problems.append(f"{key}: unknown option (known: {', '.join(_OPTIONS)})")
 
@@ -270,7 +325,7 @@ def _parse_options(options: Mapping[str, Any], environ: Mapping[str, str]) -> di
 
     host = text("host")
     if not host:
-        problems.append("host: required, e.g. host = \"smtp.example.org\"")
+        problems.append('host: required, e.g. host = "smtp.example.org"')
     security = get("security", "starttls")
     if security not in SECURITY_MODES:
         problems.append(f"security: must be one of {', '.join(SECURITY_MODES)}")
@@ -282,8 +337,11 @@ def _parse_options(options: Mapping[str, Any], environ: Mapping[str, str]) -> di
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         problems.append("timeout: must be a positive number of seconds")
     connections = get("connections", 4)
-    if isinstance(connections, bool) or not isinstance(connections, int) or not (
-            0 < connections <= 100):
+    if (
+        isinstance(connections, bool)
+        or not isinstance(connections, int)
+        or not (0 < connections <= 100)
+    ):
         problems.append("connections: must be a whole number between 1 and 100")
     envelope_from = text("envelope_from")
     if envelope_from and not _ENVELOPE.fullmatch(envelope_from):
@@ -291,8 +349,9 @@ def _parse_options(options: Mapping[str, Any], environ: Mapping[str, str]) -> di
     username, password = text("username"), ""
     if username:
         try:
-            password = secret_from_env(options, "password_env", DEFAULT_PASSWORD_ENV, environ,
-                                       "smtp")
+            password = secret_from_env(
+                options, "password_env", DEFAULT_PASSWORD_ENV, environ, "smtp"
+            )
         except ConfigError as exc:
             problems.append(f"password_env: {exc.message}")
     ca_file = text("ca_file") or None
@@ -302,15 +361,29 @@ def _parse_options(options: Mapping[str, Any], environ: Mapping[str, str]) -> di
             problems.append(f"ca_file: {ca_file} is not a file")
     dkim = _dkim_key(options, environ, problems)
     if problems:
-        raise located([Problem("config.toml", None, f"[sender.smtp] {p}") for p in problems],
-                      "[sender.smtp]", ConfigError)
-    return dict(host=host, port=port, security=security, username=username, password=password,
-                timeout=float(timeout), connections=connections, helo=text("helo"),
-                envelope_from=envelope_from, ca_file=ca_file, dkim=dkim)
+        raise located(
+            [Problem("config.toml", None, f"[sender.smtp] {p}") for p in problems],
+            "[sender.smtp]",
+            ConfigError,
+        )
+    return dict(
+        host=host,
+        port=port,
+        security=security,
+        username=username,
+        password=password,
+        timeout=float(timeout),
+        connections=connections,
+        helo=text("helo"),
+        envelope_from=envelope_from,
+        ca_file=ca_file,
+        dkim=dkim,
+    )
 
 
-def _dkim_key(options: Mapping[str, Any], environ: Mapping[str, str],
-              problems: list[str]) -> DKIMKey | None:
+def _dkim_key(
+    options: Mapping[str, Any], environ: Mapping[str, str], problems: list[str]
+) -> DKIMKey | None:
     selector, domain = options.get("dkim_selector", ""), options.get("dkim_domain", "")
     if not selector and not domain and "dkim_key_env" not in options:
         return None
@@ -345,6 +418,8 @@ def _pkcs1_pem(pem: str) -> bytes:
         key = serialization.load_pem_private_key(text.encode(), password=None)
     except (ValueError, TypeError):
         return text.encode()
-    return key.private_bytes(serialization.Encoding.PEM,
-                             serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )

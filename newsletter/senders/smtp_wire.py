@@ -120,7 +120,8 @@ class Connection:
             raise PermanentSendError(
                 f"SMTP server {s.where} does not offer STARTTLS; refusing to send unencrypted",
                 hint='use security = "tls" for port 465, or security = "none" only for a '
-                     "trusted relay on this machine")
+                "trusted relay on this machine",
+            )
         try:
             self.smtp.starttls(context=s.ssl_context)
         except smtplib.SMTPResponseException as exc:
@@ -133,10 +134,13 @@ class Connection:
         s = self.settings
         if not isinstance(self.smtp.sock, ssl.SSLSocket) and s.security != "none":
             raise PermanentSendError(
-                f"refusing to send SMTP credentials to {s.where} over an unencrypted connection")
+                f"refusing to send SMTP credentials to {s.where} over an unencrypted connection"
+            )
         if not self.smtp.has_extn("auth"):
-            raise PermanentSendError(f"SMTP server {s.where} does not offer AUTH",
-                                     hint="remove username, or check host and port")
+            raise PermanentSendError(
+                f"SMTP server {s.where} does not offer AUTH",
+                hint="remove username, or check host and port",
+            )
         try:
             self.smtp.login(s.username, s.password)
         except smtplib.SMTPAuthenticationError as exc:
@@ -145,7 +149,8 @@ class Connection:
             raise PermanentSendError(
                 f"SMTP authentication as {s.username!r} at {s.where} failed: "
                 f"{exc.smtp_code} {_text(exc.smtp_error)}",
-                hint="check username and the password environment variable") from None
+                hint="check username and the password environment variable",
+            ) from None
         except smtplib.SMTPException as exc:
             if isinstance(exc, smtplib.SMTPServerDisconnected | smtplib.SMTPResponseException):
                 raise
@@ -161,15 +166,20 @@ class Connection:
         params = ""
         if not (mail_from.isascii() and rcpt.isascii()):
             if not smtp.has_extn("smtputf8"):
-                raise Unsupported(f"{self.settings.where} does not support SMTPUTF8, needed for "
-                                  "a non-ASCII address")
+                raise Unsupported(
+                    f"{self.settings.where} does not support SMTPUTF8, needed for "
+                    "a non-ASCII address"
+                )
             params += " SMTPUTF8"
         if smtp.has_extn("size"):
             params += f" SIZE={size}"
         if smtp.has_extn("8bitmime") and not payload.isascii():
             params += " BODY=8BITMIME"
-        commands = [("MAIL", f"MAIL FROM:<{mail_from}>{params}\r\n".encode()),
-                    ("RCPT", f"RCPT TO:<{rcpt}>\r\n".encode()), ("DATA", b"DATA\r\n")]
+        commands = [
+            ("MAIL", f"MAIL FROM:<{mail_from}>{params}\r\n".encode()),
+            ("RCPT", f"RCPT TO:<{rcpt}>\r\n".encode()),
+            ("DATA", b"DATA\r\n"),
+        ]
         pipelining = smtp.has_extn("pipelining")
         with _wire("MAIL/RCPT"):
             if pipelining:
@@ -243,22 +253,27 @@ def _wire(stage: str) -> Iterator[None]:
         yield
     except smtplib.SMTPServerDisconnected as exc:
         timed_out = isinstance(exc.__cause__ or exc.__context__, TimeoutError)
-        raise Broken(stage, "timed out" if timed_out else str(exc) or "connection closed",
-                     timed_out=timed_out) from exc
+        raise Broken(
+            stage,
+            "timed out" if timed_out else str(exc) or "connection closed",
+            timed_out=timed_out,
+        ) from exc
     except smtplib.SMTPResponseException as exc:
         raise Reply(stage, exc.smtp_code, _text(exc.smtp_error)) from None
     except ssl.SSLError as exc:
         raise Broken(stage, f"TLS error: {exc}") from exc
     except OSError as exc:
-        raise Broken(stage, str(exc) or type(exc).__name__,
-                     timed_out=isinstance(exc, TimeoutError)) from exc
+        raise Broken(
+            stage, str(exc) or type(exc).__name__, timed_out=isinstance(exc, TimeoutError)
+        ) from exc
 
 
 def _connect(s: Settings) -> smtplib.SMTP:
     try:
         if s.security == "tls":
-            return smtplib.SMTP_SSL(s.host, s.port, local_hostname=s.helo, timeout=s.timeout,
-                                    context=s.ssl_context)
+            return smtplib.SMTP_SSL(
+                s.host, s.port, local_hostname=s.helo, timeout=s.timeout, context=s.ssl_context
+            )
         return smtplib.SMTP(s.host, s.port, local_hostname=s.helo, timeout=s.timeout)
     except smtplib.SMTPConnectError as exc:  # a banner other than 220, e.g. 421 or 554
         raise Reply("connect", exc.smtp_code, _text(exc.smtp_error)) from None
@@ -266,11 +281,17 @@ def _connect(s: Settings) -> smtplib.SMTP:
         raise _tls_failure(s, "connect", exc) from exc
     except smtplib.SMTPServerDisconnected as exc:
         timed_out = isinstance(exc.__context__, TimeoutError)
-        raise Broken("connect", "timed out waiting for the greeting" if timed_out else str(exc),
-                     timed_out=timed_out) from exc
+        raise Broken(
+            "connect",
+            "timed out waiting for the greeting" if timed_out else str(exc),
+            timed_out=timed_out,
+        ) from exc
     except OSError as exc:
-        raise Broken("connect", f"cannot connect to {s.where}: {exc.strerror or exc}",
-                     timed_out=isinstance(exc, TimeoutError)) from exc
+        raise Broken(
+            "connect",
+            f"cannot connect to {s.where}: {exc.strerror or exc}",
+            timed_out=isinstance(exc, TimeoutError),
+        ) from exc
 
 
 def _tls_failure(s: Settings, stage: str, exc: ssl.SSLError) -> Broken | PermanentSendError:
@@ -280,9 +301,12 @@ def _tls_failure(s: Settings, stage: str, exc: ssl.SSLError) -> Broken | Permane
     if isinstance(exc, ssl.SSLCertVerificationError):
         return PermanentSendError(
             f"the TLS certificate of {s.where} cannot be trusted: {exc.verify_message}",
-            hint="use the host name the certificate names, or ca_file for a private CA")
-    return PermanentSendError(f"TLS handshake with {s.where} failed: {exc.reason or exc}",
-                              hint='port 465 wants security = "tls", 587 and 25 "starttls"')
+            hint="use the host name the certificate names, or ca_file for a private CA",
+        )
+    return PermanentSendError(
+        f"TLS handshake with {s.where} failed: {exc.reason or exc}",
+        hint='port 465 wants security = "tls", 587 and 25 "starttls"',
+    )
 
 
 def _text(raw: bytes | str) -> str:

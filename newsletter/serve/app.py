@@ -39,10 +39,15 @@ access_log = logging.getLogger("newsletter.serve.access")
 _TOKEN_PATH = re.compile(r"^/(confirm|unsubscribe)/[^/]*")
 
 
-def create_app(config: Config, *, sender: Sender | None = None,
-               http_client: httpx.Client | None = None,
-               environ: Mapping[str, str] | None = None,
-               settings: ServeSettings | None = None, build_site: bool = True) -> Starlette:
+def create_app(
+    config: Config,
+    *,
+    sender: Sender | None = None,
+    http_client: httpx.Client | None = None,
+    environ: Mapping[str, str] | None = None,
+    settings: ServeSettings | None = None,
+    build_site: bool = True,
+) -> Starlette:
     """The service for ``config``; raises ConfigError at once for a missing secret or key.
 
     ``sender`` and ``http_client`` (SNS certificates, subscription confirmation) are
@@ -54,19 +59,29 @@ def create_app(config: Config, *, sender: Sender | None = None,
     secret = load_secret(config.email.secret_env, env)
     webhooks = Webhooks.from_env(env)  # before anything that needs closing: may raise
     services = Services(
-        config=config, settings=settings, signer=Signer(secret), csrf=Csrf(secret),
-        pages=Pages(config), sender=sender or create_sender(config, environ=env),
+        config=config,
+        settings=settings,
+        signer=Signer(secret),
+        csrf=Csrf(secret),
+        pages=Pages(config),
+        sender=sender or create_sender(config, environ=env),
         http=http_client or httpx.Client(timeout=10.0, follow_redirects=False),
-        environ=env, limits=Limits.from_settings(settings))
+        environ=env,
+        limits=Limits.from_settings(settings),
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services.db_ = await run_in_threadpool(
-            lambda: open_database(config.database_url, busy_timeout=config.state.busy_timeout))
+            lambda: open_database(config.database_url, busy_timeout=config.state.busy_timeout)
+        )
         if build_site and not (config.out_dir / "index.html").is_file():
             await run_in_threadpool(_build, config)
-        log.info("serving %s; webhooks: %s", config.out_dir,
-                 ", ".join(sorted(webhooks.handlers)) or "none configured")
+        log.info(
+            "serving %s; webhooks: %s",
+            config.out_dir,
+            ", ".join(sorted(webhooks.handlers)) or "none configured",
+        )
         try:
             yield
         finally:
@@ -79,8 +94,11 @@ def create_app(config: Config, *, sender: Sender | None = None,
 
     async def healthz(request: Request) -> Response:
         ok = await run_in_threadpool(_database_ok, services.db)
-        return JSONResponse({"status": "ok" if ok else "error", "db": "ok" if ok else "error"},
-                            200 if ok else 503, headers={"Cache-Control": "no-store"})
+        return JSONResponse(
+            {"status": "ok" if ok else "error", "db": "ok" if ok else "error"},
+            200 if ok else 503,
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -88,14 +106,25 @@ def create_app(config: Config, *, sender: Sender | None = None,
             log.error("%s %s failed", request.method, _redact(request.url.path), exc_info=exc)
         t = services.pages.t
         title = t("not_found_title") if status == 404 else t("error_title")
-        return services.pages.message(title, "" if status == 404 else t("error_text"), status,
-                                      headers=getattr(exc, "headers", None) or {})
+        return services.pages.message(
+            title,
+            "" if status == 404 else t("error_text"),
+            status,
+            headers=getattr(exc, "headers", None) or {},
+        )
 
-    routes = [Route("/healthz", healthz, methods=["GET"]), *Forms(services).routes(),
-              *webhooks.routes(services), Mount("/", app=SiteFiles(config.out_dir))]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: http_error, Exception: http_error},
-                    middleware=[Middleware(AccessLog, proxies=settings.trusted_proxies)])
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        *Forms(services).routes(),
+        *webhooks.routes(services),
+        Mount("/", app=SiteFiles(config.out_dir)),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: http_error},
+        middleware=[Middleware(AccessLog, proxies=settings.trusted_proxies)],
+    )
     app.state.services = services
     return app
 
@@ -148,6 +177,11 @@ class AccessLog:
         try:
             await self.app(scope, receive, record)
         finally:
-            access_log.info("%s %s %s %d %.0f ms", client_ip(Request(scope), self.proxies),
-                            scope["method"], _redact(scope["path"]), status,
-                            (time.perf_counter() - started) * 1000)
+            access_log.info(
+                "%s %s %s %d %.0f ms",
+                client_ip(Request(scope), self.proxies),
+                scope["method"],
+                _redact(scope["path"]),
+                status,
+                (time.perf_counter() - started) * 1000,
+            )

@@ -18,7 +18,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 # only to ourselves, and no Referer, which would carry a token to wherever a link leads.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -30,17 +30,17 @@ STRINGS: dict[str, dict[str, str]] = {
     "en": {
         "subscribe_title": "Subscribe to {title}",
         "subscribe_intro": "Get every edition by email. We will send you a link to confirm "
-                           "your address; you can unsubscribe at any time.",
+        "your address; you can unsubscribe at any time.",
         "email_label": "Email address",
         "name_label": "Name (optional)",
         "subscribe_button": "Subscribe",
         "check_inbox_title": "Check your inbox",
         "check_inbox_text": "If {email} can be subscribed, a confirmation link is on its way. "
-                            "Open it within 7 days to finish subscribing.",
+        "Open it within 7 days to finish subscribing.",
         "invalid_email": "This does not look like an email address: {error}",
         "form_expired_title": "Please try again",
         "form_expired_text": "The form expired or was sent from another site. Reload the "
-                             "subscribe page and send it again.",
+        "subscribe page and send it again.",
         "rate_limited_title": "Too many requests",
         "rate_limited_text": "Please wait a while before trying again.",
         "confirmed_title": "You are subscribed",
@@ -48,7 +48,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "already_confirmed_text": "{email} is already subscribed to {title}.",
         "link_invalid_title": "This link does not work",
         "link_invalid_text": "The link is incomplete or was changed. Copy the whole link from "
-                             "the email, or subscribe again.",
+        "the email, or subscribe again.",
         "link_expired_title": "This link has expired",
         "link_expired_text": "Subscribe again to get a new confirmation link.",
         "unsubscribe_title": "Unsubscribe",
@@ -62,7 +62,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "confirm_intro": "Someone, hopefully you, asked to subscribe {email} to {title}.",
         "confirm_action": "Confirm my subscription",
         "confirm_ignore": "If this was not you, ignore this email: nothing happens unless "
-                          "the link is opened. It works for 7 days.",
+        "the link is opened. It works for 7 days.",
         "error_title": "Something went wrong",
         "error_text": "Please try again later.",
         "too_large_title": "Request too large",
@@ -76,7 +76,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "subscribe_button": "订阅",
         "check_inbox_title": "请查收邮件",
         "check_inbox_text": "如果 {email} 可以订阅，确认链接已经发出。"
-                            "请在 7 天内打开它以完成订阅。",
+        "请在 7 天内打开它以完成订阅。",
         "invalid_email": "这似乎不是一个有效的电子邮件地址：{error}",
         "form_expired_title": "请重试",
         "form_expired_text": "表单已过期，或来自其他网站。请重新打开订阅页面后再提交。",
@@ -100,7 +100,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "confirm_intro": "有人（希望是你）请求将 {email} 订阅到「{title}」。",
         "confirm_action": "确认订阅",
         "confirm_ignore": "如果这不是你本人的操作，请忽略本邮件：不打开链接就不会订阅。"
-                          "链接 7 天内有效。",
+        "链接 7 天内有效。",
         "error_title": "出错了",
         "error_text": "请稍后再试。",
         "too_large_title": "请求过大",
@@ -114,7 +114,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "subscribe_button": "訂閱",
         "check_inbox_title": "請查收郵件",
         "check_inbox_text": "如果 {email} 可以訂閱，確認連結已經寄出。"
-                            "請在 7 天內開啟它以完成訂閱。",
+        "請在 7 天內開啟它以完成訂閱。",
         "invalid_email": "這似乎不是有效的電子郵件地址：{error}",
         "form_expired_title": "請重試",
         "form_expired_text": "表單已過期，或來自其他網站。請重新開啟訂閱頁面後再送出。",
@@ -138,7 +138,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "confirm_intro": "有人（希望是你）要求將 {email} 訂閱「{title}」。",
         "confirm_action": "確認訂閱",
         "confirm_ignore": "如果這不是你本人的操作，請忽略這封郵件：不開啟連結就不會訂閱。"
-                          "連結 7 天內有效。",
+        "連結 7 天內有效。",
         "error_title": "發生錯誤",
         "error_text": "請稍後再試。",
         "too_large_title": "請求過大",
@@ -169,22 +169,50 @@ class Pages:
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(TEMPLATES)),
             autoescape=_autoescape,
-            undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-        self.env.globals.update(t=self.t, newsletter=config.newsletter,
-                                home=config.base_url, lang=config.newsletter.language)
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.globals.update(
+            t=self.t,
+            newsletter=config.newsletter,
+            home=config.base_url,
+            lang=config.newsletter.language,
+        )
 
     def render_text(self, template: str, **context: Any) -> str:
         return self.env.get_template(template).render(**context)
 
-    def page(self, template: str, status: int = 200, headers: Mapping[str, str] | None = None,
-             **context: Any) -> HTMLResponse:
+    def page(
+        self,
+        template: str,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
         """A page of ours with the security headers; ``context`` is escaped by the template."""
         body = self.render_text(template, **context)
-        return HTMLResponse(body, status_code=status, headers={**SECURITY_HEADERS,
-                                                               **(headers or {})})
+        return HTMLResponse(
+            body, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})}
+        )
 
-    def message(self, title: str, text: str, status: int = 200, *, link: str = "",
-                link_text: str = "", headers: Mapping[str, str] | None = None) -> HTMLResponse:
+    def message(
+        self,
+        title: str,
+        text: str,
+        status: int = 200,
+        *,
+        link: str = "",
+        link_text: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> HTMLResponse:
         """The one-paragraph page used for outcomes and errors."""
-        return self.page("message.html.j2", status, headers, title=title, text=text, link=link,
-                         link_text=link_text)
+        return self.page(
+            "message.html.j2",
+            status,
+            headers,
+            title=title,
+            text=text,
+            link=link,
+            link_text=link_text,
+        )

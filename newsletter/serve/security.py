@@ -71,8 +71,15 @@ class Csrf:
 
     @staticmethod
     def set_cookie(response: Response, cookie: str, *, secure: bool) -> None:
-        response.set_cookie(CSRF_COOKIE, cookie, max_age=86400, path="/", httponly=True,
-                            samesite="lax", secure=secure)
+        response.set_cookie(
+            CSRF_COOKIE,
+            cookie,
+            max_age=86400,
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=secure,
+        )
 
 
 class SlidingWindow:
@@ -82,8 +89,9 @@ class SlidingWindow:
     can only make the limit more lenient for someone, never stricter.
     """
 
-    def __init__(self, limit: Limit, *, max_keys: int = 50_000,
-                 now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, limit: Limit, *, max_keys: int = 50_000, now: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limit = limit
         self.max_keys = max_keys
         self._now = now

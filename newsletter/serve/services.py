@@ -26,8 +26,11 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: ServeSettings) -> Limits:
-        return cls(SlidingWindow(settings.ip_limit), SlidingWindow(settings.address_limit),
-                   SlidingWindow(settings.global_limit))
+        return cls(
+            SlidingWindow(settings.ip_limit),
+            SlidingWindow(settings.address_limit),
+            SlidingWindow(settings.global_limit),
+        )
 
 
 @dataclass
@@ -49,8 +52,10 @@ class Services:
     @property
     def db(self) -> Database:
         if self.db_ is None:
-            raise RuntimeError("the state database is opened by the app's lifespan: "
-                               "run the app under uvicorn or `with TestClient(app)`")
+            raise RuntimeError(
+                "the state database is opened by the app's lifespan: "
+                "run the app under uvicorn or `with TestClient(app)`"
+            )
         return self.db_
 
     @property

@@ -13,14 +13,24 @@ from starlette.types import Scope
 from newsletter.publish.feeds import ATOM_FILE, JSON_FEED_FILE, RSS_FILE
 
 # By file name first (feed.xml is RSS, not generic XML), then by suffix.
-_BY_NAME = {RSS_FILE: "application/rss+xml; charset=utf-8",
-            ATOM_FILE: "application/atom+xml; charset=utf-8",
-            JSON_FEED_FILE: "application/feed+json; charset=utf-8"}
-_BY_SUFFIX = {".html": "text/html; charset=utf-8", ".txt": "text/plain; charset=utf-8",
-              ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-              ".json": "application/json", ".xml": "application/xml; charset=utf-8",
-              ".svg": "image/svg+xml", ".webp": "image/webp", ".avif": "image/avif",
-              ".woff2": "font/woff2", ".pdf": "application/pdf"}
+_BY_NAME = {
+    RSS_FILE: "application/rss+xml; charset=utf-8",
+    ATOM_FILE: "application/atom+xml; charset=utf-8",
+    JSON_FEED_FILE: "application/feed+json; charset=utf-8",
+}
+_BY_SUFFIX = {
+    ".html": "text/html; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".json": "application/json",
+    ".xml": "application/xml; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".woff2": "font/woff2",
+    ".pdf": "application/pdf",
+}
 # Pages and feeds change with every build, so caches revalidate them soon (the ETag makes
 # that a cheap 304); other files (images, assets) change rarely.
 PAGE_CACHE = "public, max-age=300"
@@ -61,13 +71,21 @@ class SiteFiles(StaticFiles):
             return RedirectResponse(target.rstrip("/") + "/", status_code=301)
         return response
 
-    def file_response(self, full_path: str | os.PathLike[str], stat_result: os.stat_result,
-                      scope: Scope, status_code: int = 200) -> Response:
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
         path = os.fspath(full_path)
-        response = FileResponse(path, status_code=status_code, stat_result=stat_result,
-                                media_type=content_type(path),
-                                headers={"Cache-Control": cache_control(path),
-                                         "X-Content-Type-Options": "nosniff"})
+        response = FileResponse(
+            path,
+            status_code=status_code,
+            stat_result=stat_result,
+            media_type=content_type(path),
+            headers={"Cache-Control": cache_control(path), "X-Content-Type-Options": "nosniff"},
+        )
         if self.is_not_modified(response.headers, Headers(scope=scope)):
             return NotModifiedResponse(response.headers)
         return response

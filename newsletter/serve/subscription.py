@@ -67,8 +67,7 @@ def request(db: Database, email: str, name: str = "") -> tuple[Request, Subscrib
         if not may_resubscribe(reason):
             return Request.SUPPRESSED, None
         try:
-            sub = subscribers.add(db, email, name, status=SubscriberStatus.PENDING,
-                                  source="form")
+            sub = subscribers.add(db, email, name, status=SubscriberStatus.PENDING, source="form")
         except SubscriberError:
             # Added concurrently by a second request: decide again on what is there now.
             existing = subscribers.get(db, email)
@@ -82,8 +81,9 @@ def request(db: Database, email: str, name: str = "") -> tuple[Request, Subscrib
 def _decide(sub: Subscriber, reason: str | None) -> Request:
     if sub.status is SubscriberStatus.ACTIVE:
         return Request.ALREADY_ACTIVE
-    if sub.status in (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED) \
-            or not may_resubscribe(reason):
+    if sub.status in (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED) or not may_resubscribe(
+        reason
+    ):
         return Request.SUPPRESSED
     return Request.SEND  # pending or unsubscribed: re-activated only through the link
 
@@ -103,11 +103,13 @@ def find(db: Database, signer: Signer, token: str, purpose: str) -> Found | None
         return None
     with db.connect() as conn:
         row: Row[Any] | None = conn.execute(
-            select(subscribers_table).where(subscribers_table.c.id == data.subscriber_id)).first()
+            select(subscribers_table).where(subscribers_table.c.id == data.subscriber_id)
+        ).first()
     if row is None or signer.verify(token, purpose, row.email) is None:
         return None
-    return Found(id=row.id, email=row.email, status=SubscriberStatus(row.status),
-                 updated_at=row.updated_at)
+    return Found(
+        id=row.id, email=row.email, status=SubscriberStatus(row.status), updated_at=row.updated_at
+    )
 
 
 def confirm(db: Database, signer: Signer, token: str) -> tuple[Confirm, Found | None]:
@@ -139,9 +141,13 @@ def unsubscribe(db: Database, email: str, how: str) -> bool:
     Bounced and complained subscribers keep that status: it is the stronger fact.
     """
     sub = subscribers.get(db, email)
-    if sub is None or sub.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED,
-                                     SubscriberStatus.COMPLAINED):
+    if sub is None or sub.status in (
+        SubscriberStatus.UNSUBSCRIBED,
+        SubscriberStatus.BOUNCED,
+        SubscriberStatus.COMPLAINED,
+    ):
         return False
-    subscribers.set_status(db, email, SubscriberStatus.UNSUBSCRIBED,
-                           reason=f"{SubscriberStatus.UNSUBSCRIBED}: {how}")
+    subscribers.set_status(
+        db, email, SubscriberStatus.UNSUBSCRIBED, reason=f"{SubscriberStatus.UNSUBSCRIBED}: {how}"
+    )
     return True

@@ -53,8 +53,9 @@ def check_name(name: str) -> str:
     name = name.strip()
     bad = _CONTROL.search(name)
     if bad:
-        raise SubscriberError(f"name {name!r} contains a line break or control character "
-                              f"(U+{ord(bad.group()):04X})")
+        raise SubscriberError(
+            f"name {name!r} contains a line break or control character (U+{ord(bad.group()):04X})"
+        )
     if len(name) > MAX_NAME:
         raise SubscriberError(f"name is longer than {MAX_NAME} characters")
     return name

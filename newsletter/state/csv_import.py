@@ -39,10 +39,12 @@ class ImportReport:
 
     def summary(self) -> str:
         """One line for the CLI."""
-        return (f"{self.path}: {self.added} added, {self.existing} already on the list, "
-                f"{self.duplicates} duplicates, {len(self.skipped)} suppressed, "
-                f"{len(self.problems)} bad rows ({self.rows} rows, {self.batches} batches, "
-                f"{self.seconds:.1f} s)")
+        return (
+            f"{self.path}: {self.added} added, {self.existing} already on the list, "
+            f"{self.duplicates} duplicates, {len(self.skipped)} suppressed, "
+            f"{len(self.problems)} bad rows ({self.rows} rows, {self.batches} batches, "
+            f"{self.seconds:.1f} s)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,14 @@ class _CsvRow:
     tags: str
 
 
-def import_csv(db: Database, path: str | os.PathLike[str], *, strict: bool = False,
-               batch_size: int = 5000, source: str = "import") -> ImportReport:
+def import_csv(
+    db: Database,
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = False,
+    batch_size: int = 5000,
+    source: str = "import",
+) -> ImportReport:
     """Import ``email,name,tags`` rows (RFC 4180, UTF-8 with or without BOM).
 
     Good rows are added in batches, each batch one transaction (a crash leaves whole batches);
@@ -68,8 +76,12 @@ def import_csv(db: Database, path: str | os.PathLike[str], *, strict: bool = Fal
     if strict:
         problems = [p for p in _read_csv(Path(path)) if isinstance(p, Problem)]
         if problems:
-            raise located(problems, shown, SubscriberError,
-                          hint="fix these rows and import again; nothing was imported")
+            raise located(
+                problems,
+                shown,
+                SubscriberError,
+                hint="fix these rows and import again; nothing was imported",
+            )
     bad: list[Problem] = []
     skipped: list[Problem] = []
     seen: set[str] = set()
@@ -99,36 +111,56 @@ def import_csv(db: Database, path: str | os.PathLike[str], *, strict: bool = Fal
         if batch:
             flush()
     except StateError as exc:
-        raise StateError(f"{exc.message} (importing {shown}: {batches} batches with {added} "
-                         f"new subscribers were committed before this)",
-                         hint="import the file again once the database is usable: rows already "
-                              "imported are skipped") from exc
-    return ImportReport(path=shown, rows=rows + len(bad), added=added, existing=existing,
-                        duplicates=duplicates, batches=batches,
-                        seconds=time.perf_counter() - started, skipped=tuple(skipped),
-                        problems=tuple(bad))
+        raise StateError(
+            f"{exc.message} (importing {shown}: {batches} batches with {added} "
+            f"new subscribers were committed before this)",
+            hint="import the file again once the database is usable: rows already "
+            "imported are skipped",
+        ) from exc
+    return ImportReport(
+        path=shown,
+        rows=rows + len(bad),
+        added=added,
+        existing=existing,
+        duplicates=duplicates,
+        batches=batches,
+        seconds=time.perf_counter() - started,
+        skipped=tuple(skipped),
+        problems=tuple(bad),
+    )
 
 
-def _write_batch(db: Database, batch: list[_CsvRow], source: str,
-                 shown: str) -> tuple[int, int, list[Problem]]:
+def _write_batch(
+    db: Database, batch: list[_CsvRow], source: str, shown: str
+) -> tuple[int, int, list[Problem]]:
     keys = [r.key for r in batch]
     now = clock.now()
     held: dict[str, str] = {}
     present: set[str] = set()
     with db.transaction() as conn:
         for start in range(0, len(keys), _IN_CHUNK):
-            chunk = keys[start:start + _IN_CHUNK]
-            held.update((row.email_key, row.reason) for row in conn.execute(
-                select(suppressions.c.email_key, suppressions.c.reason)
-                .where(db.any_of(suppressions.c.email_key, chunk))))
-            present.update(conn.execute(select(subscribers.c.email_key)
-                                        .where(db.any_of(subscribers.c.email_key, chunk)))
-                           .scalars())
+            chunk = keys[start : start + _IN_CHUNK]
+            held.update(
+                (row.email_key, row.reason)
+                for row in conn.execute(
+                    select(suppressions.c.email_key, suppressions.c.reason).where(
+                        db.any_of(suppressions.c.email_key, chunk)
+                    )
+                )
+            )
+            present.update(
+                conn.execute(
+                    select(subscribers.c.email_key).where(db.any_of(subscribers.c.email_key, chunk))
+                ).scalars()
+            )
         fresh = [r for r in batch if r.key not in held and r.key not in present]
         if fresh:
             _insert_many(conn, db, fresh, source, now)
-    skipped = [Problem(shown, r.line, f"skipped {r.email}: suppressed ({held[r.key]})")
-               for r in batch if r.key in held]
+    skipped = [
+        Problem(shown, r.line, f"skipped {r.email}: suppressed ({held[r.key]})")
+        for r in batch
+        if r.key in held
+    ]
     existing = sum(1 for r in batch if r.key in present and r.key not in held)
     return len(fresh), existing, skipped
 
@@ -139,11 +171,13 @@ _PG_BULK_INSERT = (
     "INSERT INTO subscribers (email, email_key, name, tags, status, source, created_at, "
     "updated_at) SELECT e, k, n, t, %(status)s, %(source)s, %(now)s, %(now)s "
     "FROM unnest(%(e)s::text[], %(k)s::text[], %(n)s::text[], %(t)s::text[]) AS u(e, k, n, t) "
-    "WHERE true ON CONFLICT DO NOTHING")
+    "WHERE true ON CONFLICT DO NOTHING"
+)
 
 
-def _insert_many(conn: Connection, db: Database, rows: list[_CsvRow], source: str,
-                 now: datetime) -> None:
+def _insert_many(
+    conn: Connection, db: Database, rows: list[_CsvRow], source: str, now: datetime
+) -> None:
     """Insert new subscribers in bulk, ON CONFLICT covering a concurrent writer.
 
     SQLite gets one executemany straight to the driver: the statement is still compiled by
@@ -151,18 +185,36 @@ def _insert_many(conn: Connection, db: Database, rows: list[_CsvRow], source: st
     """
     active = str(SubscriberStatus.ACTIVE)
     if db.dialect == "postgresql":
-        conn.exec_driver_sql(_PG_BULK_INSERT, {
-            "status": active, "source": source, "now": now, "e": [r.email for r in rows],
-            "k": [r.key for r in rows], "n": [r.name for r in rows], "t": [r.tags for r in rows]})
+        conn.exec_driver_sql(
+            _PG_BULK_INSERT,
+            {
+                "status": active,
+                "source": source,
+                "now": now,
+                "e": [r.email for r in rows],
+                "k": [r.key for r in rows],
+                "n": [r.name for r in rows],
+                "t": [r.tags for r in rows],
+            },
+        )
         return
-    columns = ["email", "email_key", "name", "tags", "status", "source", "created_at",
-               "updated_at"]
+    columns = ["email", "email_key", "name", "tags", "status", "source", "created_at", "updated_at"]
     compiled = db.insert_ignore(subscribers).compile(dialect=conn.dialect, column_keys=columns)
     to_db = UTCDateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
     stamp = to_db(now) if to_db else now
-    params = [{"email": r.email, "email_key": r.key, "name": r.name, "tags": r.tags,
-               "status": active, "source": source, "created_at": stamp, "updated_at": stamp}
-              for r in rows]
+    params = [
+        {
+            "email": r.email,
+            "email_key": r.key,
+            "name": r.name,
+            "tags": r.tags,
+            "status": active,
+            "source": source,
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        for r in rows
+    ]
     order = compiled.positiontup or columns  # SQLite's paramstyle is positional (qmark)
     conn.exec_driver_sql(str(compiled), [tuple(p[k] for k in order) for p in params])
 
@@ -197,8 +249,9 @@ def _read_csv(path: Path) -> Iterator[_CsvRow | Problem]:
                 continue
             yield _row(fields, header, shown, start)
     if header is None:
-        raise SubscriberError(f"{shown} is empty",
-                              hint="the first line must be a header: email,name,tags")
+        raise SubscriberError(
+            f"{shown} is empty", hint="the first line must be a header: email,name,tags"
+        )
 
 
 def _header(fields: list[str], shown: str, line: int) -> tuple[dict[str, int], int]:
@@ -206,18 +259,25 @@ def _header(fields: list[str], shown: str, line: int) -> tuple[dict[str, int], i
     if "email" not in names or len(set(names)) != len(names):
         # repr() for names a terminal would not show as they are (line breaks, escapes, NULs).
         found = ", ".join(n if n.isprintable() else repr(n) for n in names)
-        raise SubscriberError(f"{shown}:{line}: the header row must name each column once, "
-                              f"including 'email' (found: {found})",
-                              hint="the first line must be a header: email,name,tags")
+        raise SubscriberError(
+            f"{shown}:{line}: the header row must name each column once, "
+            f"including 'email' (found: {found})",
+            hint="the first line must be a header: email,name,tags",
+        )
     return {n: i for i, n in enumerate(names) if n in CSV_COLUMNS}, len(names)
 
 
-def _row(fields: list[str], header: tuple[dict[str, int], int], shown: str,
-         line: int) -> _CsvRow | Problem:
+def _row(
+    fields: list[str], header: tuple[dict[str, int], int], shown: str, line: int
+) -> _CsvRow | Problem:
     columns, width = header
     if len(fields) > width and any(f.strip() for f in fields[width:]):
-        return Problem(shown, line, f"{len(fields)} fields but the header has {width} "
-                                    "(quote a field that contains a comma)")
+        return Problem(
+            shown,
+            line,
+            f"{len(fields)} fields but the header has {width} "
+            "(quote a field that contains a comma)",
+        )
     joined = "".join(fields)
     if not joined.isascii():
         try:  # surrogateescape turned undecodable bytes into lone surrogates

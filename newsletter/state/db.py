@@ -34,8 +34,10 @@ SUPPORTED = ("sqlite", "postgresql")
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 10, 11, 13, 14, 26
 
-_LOCKED_HINT = ("another newsletter command (send, schedule, subscribers import) is writing to it; "
-                "wait for it to finish or stop it, then try again")
+_LOCKED_HINT = (
+    "another newsletter command (send, schedule, subscribers import) is writing to it; "
+    "wait for it to finish or stop it, then try again"
+)
 
 
 class Database:
@@ -50,25 +52,32 @@ class Database:
             self._url: URL = make_url(url)
         except (ArgumentError, ValueError):
             # SQLAlchemy's own message repeats the whole URL, password included.
-            raise StateError(f"invalid database URL {mask_url(url)!r}",
-                             hint="use sqlite:///path/to/state.db or "
-                                  "postgresql+psycopg://user:password@host/dbname") from None
+            raise StateError(
+                f"invalid database URL {mask_url(url)!r}",
+                hint="use sqlite:///path/to/state.db or "
+                "postgresql+psycopg://user:password@host/dbname",
+            ) from None
         self.display_url = self._url.render_as_string(hide_password=True)
         self.dialect = self._url.get_backend_name()
         self.busy_timeout = busy_timeout
         if self.dialect not in SUPPORTED:
-            raise StateError(f"unsupported state database {self.display_url!r}",
-                             hint="use SQLite (sqlite:///path) or PostgreSQL "
-                                  "(postgresql+psycopg://…)")
+            raise StateError(
+                f"unsupported state database {self.display_url!r}",
+                hint="use SQLite (sqlite:///path) or PostgreSQL (postgresql+psycopg://…)",
+            )
         if self.dialect == "sqlite" and self._url.database in (None, "", ":memory:"):
             # An in-memory database is private to one connection; the pool hands out several.
-            raise StateError("an in-memory SQLite database cannot hold the state",
-                             hint="give a file path, e.g. sqlite:///.newsletter/state.db")
+            raise StateError(
+                "an in-memory SQLite database cannot hold the state",
+                hint="give a file path, e.g. sqlite:///.newsletter/state.db",
+            )
         try:
             self.engine: Engine = _make_engine(self._url, self.dialect, busy_timeout)
         except ImportError as exc:
-            raise StateError(f"the database driver for {self.display_url!r} is not installed",
-                             hint="pip install 'newsletter[postgres]' (psycopg)") from exc
+            raise StateError(
+                f"the database driver for {self.display_url!r} is not installed",
+                hint="pip install 'newsletter[postgres]' (psycopg)",
+            ) from exc
 
     @property
     def where(self) -> str:
@@ -91,8 +100,9 @@ class Database:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -161,16 +171,21 @@ class Database:
             if code == _SQLITE_READONLY:
                 return self._read_only()
             if code == _SQLITE_CANTOPEN:
-                return StateError(f"cannot open the state database {self.where}",
-                                  hint="check that its directory exists and that newsletter may "
-                                       "read and write both the file and the directory")
+                return StateError(
+                    f"cannot open the state database {self.where}",
+                    hint="check that its directory exists and that newsletter may "
+                    "read and write both the file and the directory",
+                )
             if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-                return StateError(f"{self.where} is not a valid SQLite database (or is damaged)",
-                                  hint="restore it from a backup, or point [state] database "
-                                       "at another file")
+                return StateError(
+                    f"{self.where} is not a valid SQLite database (or is damaged)",
+                    hint="restore it from a backup, or point [state] database at another file",
+                )
             if code in (_SQLITE_FULL, _SQLITE_IOERR):
-                return StateError(f"cannot write the state database {self.where}: "
-                                  f"{self._reason(exc)}", hint="is the disk full?")
+                return StateError(
+                    f"cannot write the state database {self.where}: {self._reason(exc)}",
+                    hint="is the disk full?",
+                )
             return None
         sqlstate = str(getattr(orig, "sqlstate", "") or "")
         if sqlstate in ("55P03", "40P01"):  # lock_not_available, deadlock_detected
@@ -178,9 +193,10 @@ class Database:
         if sqlstate == "25006":  # read_only_sql_transaction
             return self._read_only()
         if sqlstate == "42501":
-            return StateError(f"permission denied in the state database {self.where}: "
-                              f"{self._reason(exc)}",
-                              hint="grant the database user rights to create and write tables")
+            return StateError(
+                f"permission denied in the state database {self.where}: {self._reason(exc)}",
+                hint="grant the database user rights to create and write tables",
+            )
         if sqlstate.startswith("53"):
             return StateError(f"the database server is out of resources: {self._reason(exc)}")
         if connecting or sqlstate.startswith(("08", "28", "3D", "57P")):
@@ -188,22 +204,28 @@ class Database:
         return None
 
     def _locked(self) -> StateError:
-        return StateError(f"the state database {self.where} is locked by another process "
-                          f"(waited {self.busy_timeout:g} s)", hint=_LOCKED_HINT)
+        return StateError(
+            f"the state database {self.where} is locked by another process "
+            f"(waited {self.busy_timeout:g} s)",
+            hint=_LOCKED_HINT,
+        )
 
     def _read_only(self) -> StateError:
         if self.dialect == "sqlite":
-            hint = ("newsletter must be able to write the file and its directory (SQLite keeps "
-                    "-wal and -shm files next to it); check permissions or set [state] database")
+            hint = (
+                "newsletter must be able to write the file and its directory (SQLite keeps "
+                "-wal and -shm files next to it); check permissions or set [state] database"
+            )
         else:
             hint = "the server or database is in read-only mode; use a writable primary"
         return StateError(f"the state database {self.where} is read-only", hint=hint)
 
     def _cannot_connect(self, exc: DBAPIError) -> StateError:
-        return StateError(f"cannot connect to the state database {self.display_url}: "
-                          f"{self._reason(exc)}",
-                          hint="check that the server is running and that the host, port, user, "
-                               "password and database name in [state] database are right")
+        return StateError(
+            f"cannot connect to the state database {self.display_url}: {self._reason(exc)}",
+            hint="check that the server is running and that the host, port, user, "
+            "password and database name in [state] database are right",
+        )
 
     def _reason(self, exc: DBAPIError) -> str:
         """The driver's message, first line only (no SQL, no parameters), password scrubbed."""
@@ -222,8 +244,10 @@ def mask_url(url: str) -> str:
 
 def _make_engine(url: URL, dialect: str, busy_timeout: float) -> Engine:
     if dialect == "postgresql":
-        args: dict[str, Any] = {"connect_timeout": max(1, round(busy_timeout * 2)),
-                                "application_name": "newsletter"}
+        args: dict[str, Any] = {
+            "connect_timeout": max(1, round(busy_timeout * 2)),
+            "application_name": "newsletter",
+        }
         # Waiting for a row or table lock is bounded like SQLite's busy timeout, then mapped.
         options = f"-c lock_timeout={int(busy_timeout * 1000)}"
         extra = url.query.get("options")
@@ -233,8 +257,9 @@ def _make_engine(url: URL, dialect: str, busy_timeout: float) -> Engine:
         return create_engine(url, connect_args=args, pool_pre_ping=True)
     # SQLite connections are cheap and writes serialize anyway: never make a thread wait for a
     # pooled connection (that wait would end in a pool timeout, not a clear error).
-    engine = create_engine(url, connect_args={"timeout": busy_timeout}, pool_size=8,
-                           max_overflow=-1)
+    engine = create_engine(
+        url, connect_args={"timeout": busy_timeout}, pool_size=8, max_overflow=-1
+    )
     event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
     event.listen(engine, "begin", _sqlite_begin)
     return engine
@@ -295,9 +320,10 @@ def open_database(url: str, *, busy_timeout: float = 5.0) -> Database:
             except OSError as exc:
                 in_the_way = isinstance(exc, FileExistsError | NotADirectoryError)
                 why = "a file is in the way" if in_the_way else exc.strerror
-                raise StateError(f"cannot create the directory {path.parent}: {why}",
-                                 hint="check permissions, or set [state] dir in config.toml"
-                                 ) from exc
+                raise StateError(
+                    f"cannot create the directory {path.parent}: {why}",
+                    hint="check permissions, or set [state] dir in config.toml",
+                ) from exc
         migrate(db)
     except BaseException:
         db.close()

@@ -29,8 +29,9 @@ class Lease:
     PostgreSQL) cannot both win. Time comes from ``newsletter.clock`` (tests inject it).
     """
 
-    def __init__(self, db: Database, name: str, holder: str | None = None,
-                 ttl_seconds: float = 300.0) -> None:
+    def __init__(
+        self, db: Database, name: str, holder: str | None = None, ttl_seconds: float = 300.0
+    ) -> None:
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
         self.db = db
@@ -45,38 +46,51 @@ class Lease:
             # Take over an expired lease, or extend our own, in one conditional UPDATE.
             taken = conn.execute(
                 update(leases)
-                .where(leases.c.name == self.name,
-                       or_(leases.c.expires_at < now, leases.c.holder == self.holder))
-                .values(holder=self.holder, acquired_at=now, expires_at=now + self.ttl))
+                .where(
+                    leases.c.name == self.name,
+                    or_(leases.c.expires_at < now, leases.c.holder == self.holder),
+                )
+                .values(holder=self.holder, acquired_at=now, expires_at=now + self.ttl)
+            )
             if taken.rowcount == 1:
                 return True
             # No row yet (or a live one held by someone else): the primary key decides races.
-            inserted = conn.execute(self.db.insert_ignore(leases).values(
-                name=self.name, holder=self.holder, acquired_at=now, expires_at=now + self.ttl,
-            ).execution_options(preserve_rowcount=True))  # SQLAlchemy keeps it for UPDATE only
+            inserted = conn.execute(
+                self.db.insert_ignore(leases)
+                .values(
+                    name=self.name,
+                    holder=self.holder,
+                    acquired_at=now,
+                    expires_at=now + self.ttl,
+                )
+                .execution_options(preserve_rowcount=True)
+            )  # SQLAlchemy keeps it for UPDATE only
             return inserted.rowcount == 1
 
     def renew(self) -> bool:
         """Push our expiry forward; False if another holder took the lease meanwhile."""
         now = clock.now()
         with self.db.transaction() as conn:
-            result = conn.execute(update(leases)
-                                  .where(leases.c.name == self.name,
-                                         leases.c.holder == self.holder)
-                                  .values(expires_at=now + self.ttl))
+            result = conn.execute(
+                update(leases)
+                .where(leases.c.name == self.name, leases.c.holder == self.holder)
+                .values(expires_at=now + self.ttl)
+            )
         return result.rowcount == 1
 
     def release(self) -> None:
         """Give the lease up (only if we still hold it)."""
         with self.db.transaction() as conn:
-            conn.execute(delete(leases).where(leases.c.name == self.name,
-                                              leases.c.holder == self.holder))
+            conn.execute(
+                delete(leases).where(leases.c.name == self.name, leases.c.holder == self.holder)
+            )
 
     def current(self) -> tuple[str, datetime] | None:
         """(holder, expires_at) of the lease as stored, or None if nobody holds it."""
         with self.db.connect() as conn:
-            row = conn.execute(select(leases.c.holder, leases.c.expires_at)
-                               .where(leases.c.name == self.name)).first()
+            row = conn.execute(
+                select(leases.c.holder, leases.c.expires_at).where(leases.c.name == self.name)
+            ).first()
         return None if row is None else (row.holder, row.expires_at)
 
     def __enter__(self) -> Self:
@@ -87,9 +101,11 @@ class Lease:
                 f"another scheduler holds the lease {self.name!r} ({who}) until "
                 f"{until.isoformat(timespec='seconds')}",
                 hint="stop the other scheduler, or wait: an abandoned lease is taken over "
-                     "once it expires")
+                "once it expires",
+            )
         return self
 
-    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()

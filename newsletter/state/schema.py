@@ -59,7 +59,8 @@ ID = BigInteger().with_variant(Integer, "sqlite")
 metadata = MetaData()
 
 subscribers = Table(
-    "subscribers", metadata,
+    "subscribers",
+    metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("email", Text, nullable=False),  # as given (the address mail goes to)
     Column("email_key", Text, nullable=False),  # normalized, lower-cased: the dedupe key
@@ -75,7 +76,8 @@ subscribers = Table(
 
 # An address here is never mailed again, whatever an import says; only reactivate() lifts it.
 suppressions = Table(
-    "suppressions", metadata,
+    "suppressions",
+    metadata,
     Column("email_key", Text, primary_key=True),
     Column("reason", Text, nullable=False, server_default=""),
     Column("created_at", UTCDateTime, nullable=False),
@@ -84,7 +86,8 @@ suppressions = Table(
 # The send ledger: one row per (edition, recipient). subscriber_id is a snapshot, not a foreign
 # key, so removing a subscriber never rewrites history.
 deliveries = Table(
-    "deliveries", metadata,
+    "deliveries",
+    metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("edition", Integer, nullable=False),
     Column("subscriber_id", BigInteger, nullable=False),
@@ -104,7 +107,8 @@ deliveries = Table(
 
 # One row per edition the dispatcher has started: answers "was edition N sent, and when".
 edition_runs = Table(
-    "edition_runs", metadata,
+    "edition_runs",
+    metadata,
     Column("edition", Integer, primary_key=True, autoincrement=False),
     Column("sender", Text, nullable=False, server_default=""),
     Column("started_at", UTCDateTime, nullable=False),
@@ -112,7 +116,8 @@ edition_runs = Table(
 )
 
 leases = Table(
-    "leases", metadata,
+    "leases",
+    metadata,
     Column("name", Text, primary_key=True),
     Column("holder", Text, nullable=False),
     Column("acquired_at", UTCDateTime, nullable=False),
@@ -120,7 +125,8 @@ leases = Table(
 )
 
 schema_version = Table(
-    "schema_version", metadata,
+    "schema_version",
+    metadata,
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("name", Text, nullable=False),
     Column("applied_at", UTCDateTime, nullable=False),

@@ -57,8 +57,9 @@ def project(tmp_path: Path) -> Config:
     return config
 
 
-def test_second_load_reads_no_file_contents(project: Config,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_load_reads_no_file_contents(
+    project: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     counter = Counter(monkeypatch)
     first = load_issues(project, cache=IssueCache.for_config(project))
     assert sorted(counter.reads) == ["i0.md", "i1.md", "i2.md"]
@@ -69,8 +70,9 @@ def test_second_load_reads_no_file_contents(project: Config,
     assert again == first
 
 
-def test_an_edited_file_is_read_and_parsed_again(project: Config,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_edited_file_is_read_and_parsed_again(
+    project: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     load_issues(project, cache=IssueCache.for_config(project))
     write(project, "i1.md", issue("title: Edited\ndate: 2024-01-02\n"), LONG_AGO + 10)
     counter = Counter(monkeypatch)
@@ -79,8 +81,9 @@ def test_an_edited_file_is_read_and_parsed_again(project: Config,
     assert [i.title for i in loaded] == ["Issue 0", "Edited", "Issue 2"]
 
 
-def test_a_touched_file_is_read_but_not_parsed(project: Config,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_touched_file_is_read_but_not_parsed(
+    project: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     load_issues(project, cache=IssueCache.for_config(project))
     os.utime(project.root / "issues" / "i2.md", (LONG_AGO + 20, LONG_AGO + 20))
     counter = Counter(monkeypatch)
@@ -91,8 +94,9 @@ def test_a_touched_file_is_read_but_not_parsed(project: Config,
     assert counter.reads == []
 
 
-def test_same_size_same_mtime_edit_is_caught_while_racy(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_size_same_mtime_edit_is_caught_while_racy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A coarse-timestamp file system can keep the mtime across an edit: recent files are
     # re-hashed instead of trusted.
     config = make_project(tmp_path, {})
@@ -120,10 +124,12 @@ def test_unchanged_cache_is_not_rewritten(project: Config) -> None:
     assert not cache.dirty and cache.save() is False
 
 
-@pytest.mark.parametrize("damage", [b"", b"garbage", pickle.dumps({"salt": 1}),
-                                    pickle.dumps(["not", "a", "dict"])])
-def test_a_damaged_cache_is_ignored(project: Config, damage: bytes,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "damage", [b"", b"garbage", pickle.dumps({"salt": 1}), pickle.dumps(["not", "a", "dict"])]
+)
+def test_a_damaged_cache_is_ignored(
+    project: Config, damage: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = project.state_dir / "cache" / "issues.pickle"
     path.parent.mkdir(parents=True)
     path.write_bytes(damage)
@@ -150,8 +156,9 @@ def test_a_config_change_invalidates_the_cache(project: Config) -> None:
     assert first.image == "https://example.net/digest/assets/a.png"
 
 
-def test_broken_files_are_not_cached_and_still_reported(project: Config,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broken_files_are_not_cached_and_still_reported(
+    project: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write(project, "bad.md", issue("title: T\ndate: never\n"))
     for _ in range(2):
         with pytest.raises(ContentError) as info:

@@ -24,13 +24,19 @@ def project(tmp_path: Path) -> Config:
 
 
 def test_writes_a_template_in_the_newsletter_zone(project: Config) -> None:
-    path = create_issue(project, "Attention Is All You Need", url="https://arxiv.org/abs/1706",
-                        when=WHEN, tags=["llm", "no"])
+    path = create_issue(
+        project,
+        "Attention Is All You Need",
+        url="https://arxiv.org/abs/1706",
+        when=WHEN,
+        tags=["llm", "no"],
+    )
     assert path == project.root / "issues" / "2024" / "2024-04-15-attention-is-all-you-need.md"
     text = path.read_text(encoding="utf-8")
     assert text.startswith(
         "---\ntitle: Attention Is All You Need\ndate: 2024-04-15T04:30:00+08:00\n"
-        "url: https://arxiv.org/abs/1706\ntags: [llm, 'no']\n---\n\n")
+        "url: https://arxiv.org/abs/1706\ntags: [llm, 'no']\n---\n\n"
+    )
     [loaded] = load_issues(project)
     assert loaded.title == "Attention Is All You Need"
     assert loaded.date == WHEN
@@ -40,16 +46,30 @@ def test_writes_a_template_in_the_newsletter_zone(project: Config) -> None:
 
 def test_never_overwrites(project: Config) -> None:
     paths = [create_issue(project, "Same title", when=WHEN) for _ in range(3)]
-    assert [p.name for p in paths] == ["2024-04-15-same-title.md", "2024-04-15-same-title-2.md",
-                                       "2024-04-15-same-title-3.md"]
+    assert [p.name for p in paths] == [
+        "2024-04-15-same-title.md",
+        "2024-04-15-same-title-2.md",
+        "2024-04-15-same-title-3.md",
+    ]
     paths[0].write_text("mine", encoding="utf-8")
     create_issue(project, "Same title", when=WHEN)
     assert paths[0].read_text(encoding="utf-8") == "mine"
 
 
 def test_tricky_titles_round_trip(project: Config) -> None:
-    titles = ["no", "1.10", "2024-01-01", "title: with colon", "- dash", "'quoted' \"both\"",
-              "注意力机制：综述", "# hash", "yes & no", "@at", "  padded  "]
+    titles = [
+        "no",
+        "1.10",
+        "2024-01-01",
+        "title: with colon",
+        "- dash",
+        "'quoted' \"both\"",
+        "注意力机制：综述",
+        "# hash",
+        "yes & no",
+        "@at",
+        "  padded  ",
+    ]
     for n, title in enumerate(titles):
         create_issue(project, title, when=WHEN + timedelta(days=n))
     loaded = load_issues(project)
@@ -89,10 +109,14 @@ def test_long_titles_give_short_file_names(project: Config) -> None:
     assert path.stem.endswith("-word")
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(title=st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1)
-       .filter(lambda t: t.strip() and "\x85" not in t))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    title=st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1).filter(
+        lambda t: t.strip() and "\x85" not in t
+    )
+)
 def test_any_single_line_title_round_trips(project: Config, title: str) -> None:
     for old in (project.root / "issues").rglob("*.md"):
         old.unlink()

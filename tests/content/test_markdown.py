@@ -24,16 +24,20 @@ def parse_xml(html: str) -> ET.Element:
 
 
 def test_scripts_and_styles_are_removed_with_their_content() -> None:
-    html = render("Hi <script>alert('x')</script><style>p{color:red}</style> there\n\n"
-                  "<script>\nsteal()\n</script>\n")
+    html = render(
+        "Hi <script>alert('x')</script><style>p{color:red}</style> there\n\n"
+        "<script>\nsteal()\n</script>\n"
+    )
     assert "<script" not in html and "alert" not in html and "steal" not in html
     assert "<style" not in html and "color" not in html
     assert html.startswith("<p>Hi  there</p>")
 
 
 def test_event_handlers_and_javascript_urls_are_removed() -> None:
-    html = render('<img src=x onerror="alert(1)"> <a href="javascript:alert(2)" onclick="x()">a</a>'
-                  ' [b](javascript:alert(3)) <a href="JaVa&#x09;Script:alert(4)">c</a>')
+    html = render(
+        '<img src=x onerror="alert(1)"> <a href="javascript:alert(2)" onclick="x()">a</a>'
+        ' [b](javascript:alert(3)) <a href="JaVa&#x09;Script:alert(4)">c</a>'
+    )
     assert "onerror" not in html and "onclick" not in html
     assert "javascript" not in html.lower() and "alert" not in html
     assert f'<img src="{ASSETS}x" />' in html
@@ -41,8 +45,10 @@ def test_event_handlers_and_javascript_urls_are_removed() -> None:
 
 
 def test_style_attributes_with_expressions_are_removed() -> None:
-    html = render('<p style="width: expression(alert(1))">x</p>'
-                  '<span style="background:url(javascript:alert(1))">y</span>')
+    html = render(
+        '<p style="width: expression(alert(1))">x</p>'
+        '<span style="background:url(javascript:alert(1))">y</span>'
+    )
     assert "style" not in html and "expression" not in html
     assert html == "<p>x</p>y\n"
 
@@ -55,12 +61,15 @@ def test_data_and_other_schemes_are_refused() -> None:
 
 def test_links_get_rel_noopener() -> None:
     assert render("[x](https://arxiv.org/abs/1)") == (
-        '<p><a href="https://arxiv.org/abs/1" rel="noopener">x</a></p>\n')
+        '<p><a href="https://arxiv.org/abs/1" rel="noopener">x</a></p>\n'
+    )
 
 
 def test_relative_urls_become_absolute() -> None:
-    html = render("![fig](figs/a.png) [root](/archive/) [frag](#top) [up](../other/b.pdf) "
-                  '<img src="raw.jpg" alt="r"> [abs](https://x.org/p)')
+    html = render(
+        "![fig](figs/a.png) [root](/archive/) [frag](#top) [up](../other/b.pdf) "
+        '<img src="raw.jpg" alt="r"> [abs](https://x.org/p)'
+    )
     assert f'<img src="{ASSETS}figs/a.png" alt="fig" />' in html
     assert f'<a href="{SITE}archive/" rel="noopener">root</a>' in html
     assert '<a href="#top" rel="noopener">frag</a>' in html
@@ -112,11 +121,21 @@ def test_noncharacter_references_do_not_crash_cmark() -> None:
 
 def test_tricky_html_is_well_formed() -> None:
     samples = [
-        "<b>unclosed <i>tags", "a < b > c & d", "line<br>break<hr>rule", "<p>para<p>again",
-        "<table><tr><td>cell", "</p></div>stray closers", "<img src='a.png'>", "x &nbsp; y",
-        "<a href='x'>link <a href='y'>nested</a>", "![a](b.png 'title with \" quote')",
-        "<ul><li>one<li>two", "<em><strong>misnested</em></strong>", "&#1;&#xFFFE;ctrl\x0b",
-        "<img alt='a>b' src=c>", "<img alt=\"<br>\" src=x title=\"a<hr>b\">",
+        "<b>unclosed <i>tags",
+        "a < b > c & d",
+        "line<br>break<hr>rule",
+        "<p>para<p>again",
+        "<table><tr><td>cell",
+        "</p></div>stray closers",
+        "<img src='a.png'>",
+        "x &nbsp; y",
+        "<a href='x'>link <a href='y'>nested</a>",
+        "![a](b.png 'title with \" quote')",
+        "<ul><li>one<li>two",
+        "<em><strong>misnested</em></strong>",
+        "&#1;&#xFFFE;ctrl\x0b",
+        "<img alt='a>b' src=c>",
+        '<img alt="<br>" src=x title="a<hr>b">',
     ]
     for text in samples:
         html = render(text)
@@ -131,11 +150,44 @@ def test_any_text_renders_to_well_formed_markup(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from([
-    "<", ">", "&", "<b>", "</b>", "<br>", "<img src=x>", "<p>", "</p>", "[^1]", "[^1]: n\n",
-    "| a |\n|---|\n", "*", "`", "\n", "\n\n", "x", "中", "&nbsp;", "<table>", "<td>", "<!--",
-    "-->", "<script>", "<a href='/y'>", "</a>", "![i](j.png)", "~~", "www.a.org",
-]), max_size=30).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "<",
+                ">",
+                "&",
+                "<b>",
+                "</b>",
+                "<br>",
+                "<img src=x>",
+                "<p>",
+                "</p>",
+                "[^1]",
+                "[^1]: n\n",
+                "| a |\n|---|\n",
+                "*",
+                "`",
+                "\n",
+                "\n\n",
+                "x",
+                "中",
+                "&nbsp;",
+                "<table>",
+                "<td>",
+                "<!--",
+                "-->",
+                "<script>",
+                "<a href='/y'>",
+                "</a>",
+                "![i](j.png)",
+                "~~",
+                "www.a.org",
+            ]
+        ),
+        max_size=30,
+    ).map("".join)
+)
 def test_markdown_and_html_soup_is_well_formed(text: str) -> None:
     html = render(text)
     parse_xml(html)

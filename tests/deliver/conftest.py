@@ -24,12 +24,16 @@ class Project:
 
 @pytest.fixture
 def project(make_project: MakeProject, frozen_now: object) -> Iterator[Project]:
-    config = make_project({
-        "issues/a.md": issue("First paper 第一篇", "2024-04-09", "Body *one*.",
-                             url="https://arxiv.org/abs/1"),
-        "issues/b.md": issue("Second paper", "2024-04-16", "Body two.",
-                             url="https://arxiv.org/abs/2"),
-    })
+    config = make_project(
+        {
+            "issues/a.md": issue(
+                "First paper 第一篇", "2024-04-09", "Body *one*.", url="https://arxiv.org/abs/1"
+            ),
+            "issues/b.md": issue(
+                "Second paper", "2024-04-16", "Body two.", url="https://arxiv.org/abs/2"
+            ),
+        }
+    )
     db = open_state(config)
     for i in range(20):
         subscribers.add(db, f"reader{i:02d}@example.org", f"Reader {i}")

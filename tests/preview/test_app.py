@@ -81,8 +81,7 @@ def test_index_lists_every_edition_with_drafts_and_the_open_one(client: TestClie
     assert 'id="error-overlay"' not in r.text
 
 
-def test_edition_page_shows_both_widths_text_headers_web_page_and_feed(
-        client: TestClient) -> None:
+def test_edition_page_shows_both_widths_text_headers_web_page_and_feed(client: TestClient) -> None:
     r = client.get("/editions/2/")
     assert r.status_code == 200
     page = Elements(r.text)
@@ -105,7 +104,7 @@ def test_edition_page_shows_both_widths_text_headers_web_page_and_feed(
     assert "*|UNSUB|*" not in text
     # The feed entry is the JSON Feed item build_feeds writes.
     start = r.text.index('<pre class="feed-entry">') + len('<pre class="feed-entry">')
-    item = json.loads(html.unescape(r.text[start:r.text.index("</pre>", start)]))
+    item = json.loads(html.unescape(r.text[start : r.text.index("</pre>", start)]))
     assert item["id"] == item["url"] == "https://papers.example.org/editions/2/"
     assert item["title"] == "ML 论文周报 第2期"
     assert "No problems found" in text
@@ -121,8 +120,13 @@ def test_email_and_site_frames_serve_the_real_output_with_local_urls(client: Tes
     assert figure in email.text
     svg = client.get(figure)
     assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
-    assert svg.content == (Path(client.app.state.project.root)  # type: ignore[attr-defined]
-                           / "issues/2024/figures/mamba-selective-ssm.svg").read_bytes()
+    assert (
+        svg.content
+        == (
+            Path(client.app.state.project.root)  # type: ignore[attr-defined]
+            / "issues/2024/figures/mamba-selective-ssm.svg"
+        ).read_bytes()
+    )
     text = client.get("/editions/1/email.txt")
     assert text.headers["content-type"].startswith("text/plain")
     assert "https://papers.example.org/unsubscribe/" in text.text
@@ -135,14 +139,18 @@ def test_email_and_site_frames_serve_the_real_output_with_local_urls(client: Tes
     assert client.get("/site/").status_code == 200
 
 
-@pytest.mark.parametrize("query,frames,width", [
-    ("?view=mobile&width=700&dark=0", ["frame-mobile"], None),
-    ("?view=desktop&width=800&dark=0", ["frame-desktop"], "800"),
-    ("?view=both&width=600&dark=1", ["frame-mobile", "frame-desktop"], "600"),
-    ("?view=nonsense&width=99999", ["frame-mobile", "frame-desktop"], "800"),
-])
-def test_view_and_width_toggles(client: TestClient, query: str, frames: list[str],
-                                width: str | None) -> None:
+@pytest.mark.parametrize(
+    "query,frames,width",
+    [
+        ("?view=mobile&width=700&dark=0", ["frame-mobile"], None),
+        ("?view=desktop&width=800&dark=0", ["frame-desktop"], "800"),
+        ("?view=both&width=600&dark=1", ["frame-mobile", "frame-desktop"], "600"),
+        ("?view=nonsense&width=99999", ["frame-mobile", "frame-desktop"], "800"),
+    ],
+)
+def test_view_and_width_toggles(
+    client: TestClient, query: str, frames: list[str], width: str | None
+) -> None:
     page = Elements(client.get("/editions/2/" + query).text)
     present = [f for f in ("frame-mobile", "frame-desktop") if page.by_id(f)]
     assert present == frames
@@ -169,9 +177,11 @@ def test_dark_mode_applies_the_emails_own_dark_rules(client: TestClient) -> None
 
 
 def test_force_scheme_rewrites_every_media_query_form() -> None:
-    page = ('<html><head><style>@media screen and (prefers-color-scheme:dark){a{}}'
-            '@media (PREFERS-COLOR-SCHEME: light){b{}}</style></head>'
-            '<picture><source media="(prefers-color-scheme: dark)"></picture></html>')
+    page = (
+        "<html><head><style>@media screen and (prefers-color-scheme:dark){a{}}"
+        "@media (PREFERS-COLOR-SCHEME: light){b{}}</style></head>"
+        '<picture><source media="(prefers-color-scheme: dark)"></picture></html>'
+    )
     dark = force_scheme(page, True)
     assert dark.count("(min-width: 0px)") == 2 and dark.count("(max-width: 0px)") == 1
     assert "<style>:root { color-scheme: dark; }</style></head>" in dark
@@ -193,14 +203,15 @@ def test_issue_page(client: TestClient) -> None:
 
 
 def test_a_bad_issue_file_is_shown_in_the_page_and_the_server_recovers(
-        client: TestClient, root: Path) -> None:
+    client: TestClient, root: Path
+) -> None:
     good = (root / MAMBA).read_text("utf-8")
     (root / MAMBA).write_text(good.replace("date: 2024-04-11", "date: 2024-13-45"), "utf-8")
     changed(client)
     for url in ("/", "/editions/2/", "/issues/2024-04-11-mamba/"):
         r = client.get(url)
         assert r.status_code == 200
-        overlay = r.text[r.text.index('id="error-overlay"'):]
+        overlay = r.text[r.text.index('id="error-overlay"') :]
         assert f"{MAMBA}:3: date:" in html.unescape(overlay)
     assert client.get("/_reload").status_code == 200  # still answering
     (root / MAMBA).write_text(good, "utf-8")
@@ -211,47 +222,59 @@ def test_a_bad_issue_file_is_shown_in_the_page_and_the_server_recovers(
 
 def test_template_errors_name_the_template_line(client: TestClient, root: Path) -> None:
     template = root / "templates" / "email.txt.j2"
-    template.write_text("{{ edition.title }}\n{{ unsubscribe_url }}\n{{ no_such_thing }}\n",
-                        "utf-8")
+    template.write_text(
+        "{{ edition.title }}\n{{ unsubscribe_url }}\n{{ no_such_thing }}\n", "utf-8"
+    )
     changed(client)
     r = client.get("/editions/2/")
     assert r.status_code == 200
-    errors = html.unescape(r.text[r.text.index('<pre class="errors">'):])
-    assert "templates/email.txt.j2:3: unknown template variable: 'no_such_thing' is undefined" \
+    errors = html.unescape(r.text[r.text.index('<pre class="errors">') :])
+    assert (
+        "templates/email.txt.j2:3: unknown template variable: 'no_such_thing' is undefined"
         in errors
+    )
     index = client.get("/")
     assert "does not render" in index.text and 'id="error-overlay"' in index.text
 
 
 def test_config_errors_are_escaped_in_the_overlay(client: TestClient, root: Path) -> None:
     config = root / "config.toml"
-    config.write_text(config.read_text("utf-8").replace(
-        'language = "zh-CN"', 'language = "zh-CN"\n"<script>alert(1)</script>" = 1'), "utf-8")
+    config.write_text(
+        config.read_text("utf-8").replace(
+            'language = "zh-CN"', 'language = "zh-CN"\n"<script>alert(1)</script>" = 1'
+        ),
+        "utf-8",
+    )
     changed(client)
     r = client.get("/")
     assert r.status_code == 200
     assert "<script>alert(1)" not in r.text
     # A quoted key has no line of its own to point at: the message points at its table.
-    assert "config.toml:5: [newsletter] &lt;script&gt;alert(1)&lt;/script&gt;: unknown key" \
-        in r.text
+    assert (
+        "config.toml:5: [newsletter] &lt;script&gt;alert(1)&lt;/script&gt;: unknown key" in r.text
+    )
 
 
-@pytest.mark.parametrize("path", [
-    "/static/../../etc/passwd",
-    "/site/../../etc/passwd",
-    "/site/%2e%2e/%2e%2e/etc/passwd",
-    "/site/assets/..%2f..%2fconfig.toml",
-    "/site/assets/%2e%2e/%2e%2e/config.toml",
-    "/site/assets/2024/%2e%2e/%2e%2e/%2e%2e/config.toml",
-    "/site/..%5c..%5cconfig.toml",
-    "/site/%2fetc%2fpasswd",
-    "/site//etc/passwd",
-    "/site/assets/2024/2024-04-11-mamba.md",  # issue sources are not published
-    "/site/assets/2024/figures/mamba-selective-ssm.svg%00.png",
-    "/site/leak.txt",  # a symlink out of the project
-])
-def test_no_file_outside_what_the_build_publishes(client: TestClient, root: Path,
-                                                  path: str) -> None:
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../../etc/passwd",
+        "/site/../../etc/passwd",
+        "/site/%2e%2e/%2e%2e/etc/passwd",
+        "/site/assets/..%2f..%2fconfig.toml",
+        "/site/assets/%2e%2e/%2e%2e/config.toml",
+        "/site/assets/2024/%2e%2e/%2e%2e/%2e%2e/config.toml",
+        "/site/..%5c..%5cconfig.toml",
+        "/site/%2fetc%2fpasswd",
+        "/site//etc/passwd",
+        "/site/assets/2024/2024-04-11-mamba.md",  # issue sources are not published
+        "/site/assets/2024/figures/mamba-selective-ssm.svg%00.png",
+        "/site/leak.txt",  # a symlink out of the project
+    ],
+)
+def test_no_file_outside_what_the_build_publishes(
+    client: TestClient, root: Path, path: str
+) -> None:
     (root.parent / "secret.txt").write_text("top secret", "utf-8")
     (root / "static").mkdir()
     os.symlink(root.parent / "secret.txt", root / "static" / "leak.txt")
@@ -265,8 +288,15 @@ def test_no_file_outside_what_the_build_publishes(client: TestClient, root: Path
 
 
 def test_the_preview_never_writes_the_site_or_sends(client: TestClient, root: Path) -> None:
-    for url in ("/", "/editions/1/", "/editions/4/", "/editions/4/message.eml", "/site/",
-                "/site/feed.xml", "/issues/2024-04-11-mamba/page"):
+    for url in (
+        "/",
+        "/editions/1/",
+        "/editions/4/",
+        "/editions/4/message.eml",
+        "/site/",
+        "/site/feed.xml",
+        "/issues/2024-04-11-mamba/page",
+    ):
         assert client.get(url).status_code == 200
     assert not (root / "public").exists()
     assert not (root / "outbox").exists()
@@ -284,8 +314,11 @@ def test_reload_reports_a_new_version_after_a_change(client: TestClient) -> None
 def test_watcher_sees_saves_but_not_editor_droppings(tmp_path: Path) -> None:
     (tmp_path / "issues").mkdir()
     calls: list[float] = []
-    with Watcher(lambda: [tmp_path / "issues", tmp_path / "config.toml"],
-                 lambda: calls.append(time.monotonic()), interval=0.05):
+    with Watcher(
+        lambda: [tmp_path / "issues", tmp_path / "config.toml"],
+        lambda: calls.append(time.monotonic()),
+        interval=0.05,
+    ):
         time.sleep(0.2)  # the watcher takes its first picture of the files
         (tmp_path / "issues" / ".a.md.swp").write_text("x", "utf-8")
         (tmp_path / "issues" / "a.md~").write_text("x", "utf-8")

@@ -15,8 +15,14 @@ from tests.preview import SAMPLE_NOW, copy_sample
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; playwright's own browser downloads are not used
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 QLORA = "issues/2024/2024-04-15-qlora.md"
 TITLE = 'title: "QLoRA: Efficient Finetuning of Quantized LLMs"'
 EDITED = "QLoRA（实时预览：已编辑）"
@@ -68,8 +74,12 @@ def test_preview_end_to_end(tmp_path: Path) -> None:
             email = page.frame_locator("#frame-mobile")
             expect(email.locator("h3", has_text="QLoRA: Efficient Finetuning")).to_be_visible()
             assert (box_width(mobile), box_width(desktop)) == (375, 700)
-            assert page.frame_locator("#frame-desktop").locator(".page").evaluate(
-                "e => e.getBoundingClientRect().width") == 700
+            assert (
+                page.frame_locator("#frame-desktop")
+                .locator(".page")
+                .evaluate("e => e.getBoundingClientRect().width")
+                == 700
+            )
 
             # Switch the desktop width, then show the mobile width alone.
             page.click("#width-800")

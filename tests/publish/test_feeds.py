@@ -29,33 +29,73 @@ CJK_HTML = "<p>注意力机制 &amp; <em>变换器</em></p>"
 
 
 def make_config(feed_limit: int = 50, **newsletter: str) -> Config:
-    fields = {"title": "论文周报", "base_url": "https://papers.example.org",
-              "description": "每周的论文摘要", "language": "zh-CN",
-              "timezone": "Asia/Shanghai", "author": "Ada Lovelace",
-              "email": "ada@example.org"}
+    fields = {
+        "title": "论文周报",
+        "base_url": "https://papers.example.org",
+        "description": "每周的论文摘要",
+        "language": "zh-CN",
+        "timezone": "Asia/Shanghai",
+        "author": "Ada Lovelace",
+        "email": "ada@example.org",
+    }
     fields.update(newsletter)
-    return Config(root=Path("/nonexistent"), newsletter=NewsletterSection(**fields),
-                  build=BuildSection(feed_limit=feed_limit))
+    return Config(
+        root=Path("/nonexistent"),
+        newsletter=NewsletterSection(**fields),
+        build=BuildSection(feed_limit=feed_limit),
+    )
 
 
-def make_rendered(number: int, when: datetime | None = None, *, title: str | None = None,
-                  tags: tuple[str, ...] = ("ml", "注意力"), preheader: str = "",
-                  summaries: tuple[str | None, ...] = ("一篇关于注意力的论文",),
-                  content_html: str = CJK_HTML, url: str | None = None,
-                  image: str | None = None) -> RenderedEdition:
+def make_rendered(
+    number: int,
+    when: datetime | None = None,
+    *,
+    title: str | None = None,
+    tags: tuple[str, ...] = ("ml", "注意力"),
+    preheader: str = "",
+    summaries: tuple[str | None, ...] = ("一篇关于注意力的论文",),
+    content_html: str = CJK_HTML,
+    url: str | None = None,
+    image: str | None = None,
+) -> RenderedEdition:
     when = when or datetime(2024, 5, 1, 9, 30, tzinfo=SHANGHAI) + timedelta(weeks=number)
     title = title or f"论文周报 #{number}"
     issues = tuple(
-        Issue(path=f"issues/{number}-{k}.md", slug=f"paper-{number}-{k}", title=f"Paper {k}",
-              date=when, body_html="<p>body</p>", digest=f"{number}{k}", tags=tags,
-              summary=summary, image=image if k == 0 else None)
-        for k, summary in enumerate(summaries))
-    edition = Edition(key=f"2024-W{number:02d}", number=number, title=title,
-                      start=when.date() - timedelta(days=6), end=when.date(), date=when,
-                      issues=issues, sections=(), subject=title, preheader=preheader)
-    return RenderedEdition(edition=edition, subject=title, preheader=preheader,
-                           email_html="<html></html>", email_text="text", web_html="<html></html>",
-                           content_html=content_html, url=url or f"{BASE}editions/{number}/")
+        Issue(
+            path=f"issues/{number}-{k}.md",
+            slug=f"paper-{number}-{k}",
+            title=f"Paper {k}",
+            date=when,
+            body_html="<p>body</p>",
+            digest=f"{number}{k}",
+            tags=tags,
+            summary=summary,
+            image=image if k == 0 else None,
+        )
+        for k, summary in enumerate(summaries)
+    )
+    edition = Edition(
+        key=f"2024-W{number:02d}",
+        number=number,
+        title=title,
+        start=when.date() - timedelta(days=6),
+        end=when.date(),
+        date=when,
+        issues=issues,
+        sections=(),
+        subject=title,
+        preheader=preheader,
+    )
+    return RenderedEdition(
+        edition=edition,
+        subject=title,
+        preheader=preheader,
+        email_html="<html></html>",
+        email_text="text",
+        web_html="<html></html>",
+        content_html=content_html,
+        url=url or f"{BASE}editions/{number}/",
+    )
 
 
 def parse(data: bytes) -> Any:
@@ -121,8 +161,9 @@ def test_atom_parses_back(feeds: dict[str, bytes]) -> None:
     assert atom.feed.id == BASE
     assert atom.feed.link == BASE
     assert atom.feed.author_detail == {"name": "Ada Lovelace", "email": "ada@example.org"}
-    assert datetime.fromisoformat(atom.feed.updated) == datetime(2024, 5, 22, 9, 30,
-                                                                  tzinfo=SHANGHAI)
+    assert datetime.fromisoformat(atom.feed.updated) == datetime(
+        2024, 5, 22, 9, 30, tzinfo=SHANGHAI
+    )
     assert [e.id for e in atom.entries] == [f"{BASE}editions/{n}/" for n in (3, 2, 1)]
     first = atom.entries[0]
     assert first.title == "论文周报 #3"
@@ -202,8 +243,11 @@ def test_entries_are_newest_first_and_limited() -> None:
 def test_order_compares_instants_and_breaks_ties_by_number() -> None:
     shanghai_morning = datetime(2024, 5, 15, 9, 0, tzinfo=SHANGHAI)  # 01:00 UTC
     utc_later = datetime(2024, 5, 15, 2, 0, tzinfo=UTC)
-    editions = [make_rendered(5, shanghai_morning), make_rendered(4, utc_later),
-                make_rendered(6, shanghai_morning)]
+    editions = [
+        make_rendered(5, shanghai_morning),
+        make_rendered(4, utc_later),
+        make_rendered(6, shanghai_morning),
+    ]
     items = json.loads(build_feeds(make_config(), editions)["feed.json"])["items"]
     assert [i["id"] for i in items] == [f"{BASE}editions/{n}/" for n in (4, 6, 5)]
     assert items[0]["date_published"] == "2024-05-15T02:00:00+00:00"
@@ -224,9 +268,11 @@ def test_ids_are_stable_when_a_new_edition_arrives() -> None:
 
     def ids(feeds: dict[str, bytes]) -> dict[str, dict[str, str]]:
         items = json.loads(feeds["feed.json"])["items"]
-        return {"rss": {e.title: e.id for e in parse(feeds["feed.xml"]).entries},
-                "atom": {e.title: e.id for e in parse(feeds["atom.xml"]).entries},
-                "json": {i["title"]: i["id"] for i in items}}
+        return {
+            "rss": {e.title: e.id for e in parse(feeds["feed.xml"]).entries},
+            "atom": {e.title: e.id for e in parse(feeds["atom.xml"]).entries},
+            "json": {i["title"]: i["id"] for i in items},
+        }
 
     before, after = ids(old), ids(new)
     for kind in ("rss", "atom", "json"):
@@ -234,9 +280,14 @@ def test_ids_are_stable_when_a_new_edition_arrives() -> None:
         assert after[kind]["论文周报 #3"] == f"{BASE}editions/3/"
 
 
-@pytest.mark.parametrize("title", ["Attention < Recurrence & <Friends>",
-                                   "<script>alert('x')</script> & more",
-                                   "Q&amp;A: &lt;b&gt;"])
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Attention < Recurrence & <Friends>",
+        "<script>alert('x')</script> & more",
+        "Q&amp;A: &lt;b&gt;",
+    ],
+)
 def test_titles_are_plain_text_in_every_feed(title: str) -> None:
     out = build_feeds(make_config(title=title), [make_rendered(1, title=title)])
     for name in ("feed.xml", "atom.xml"):
@@ -307,12 +358,15 @@ def test_minimal_config_still_gives_valid_feeds() -> None:
     assert "tags" not in feed["items"][0]
 
 
-@pytest.mark.parametrize("bad", [
-    [make_rendered(1, url="/editions/1/")],
-    [make_rendered(1), make_rendered(1, datetime(2024, 1, 1, tzinfo=UTC))],
-    [make_rendered(1), make_rendered(2, url=f"{BASE}editions/1/")],
-    [make_rendered(1, datetime(2024, 1, 1))],  # naive
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [make_rendered(1, url="/editions/1/")],
+        [make_rendered(1), make_rendered(1, datetime(2024, 1, 1, tzinfo=UTC))],
+        [make_rendered(1), make_rendered(2, url=f"{BASE}editions/1/")],
+        [make_rendered(1, datetime(2024, 1, 1))],  # naive
+    ],
+)
 def test_unusable_editions_are_refused(bad: list[RenderedEdition]) -> None:
     with pytest.raises(PublishError, match="edition"):
         build_feeds(make_config(), bad)
@@ -324,18 +378,27 @@ def test_edition_dates_keep_their_own_zone() -> None:
     assert parse(out["atom.xml"]).entries[0].published == "2024-03-01T23:15:00-05:00"
     assert parse(out["feed.xml"]).entries[0].published.endswith("23:15:00 -0500")
     assert json.loads(out["feed.json"])["items"][0]["date_published"] == (
-        "2024-03-01T23:15:00-05:00")
+        "2024-03-01T23:15:00-05:00"
+    )
 
 
 def test_characters_xml_cannot_carry_are_dropped_everywhere() -> None:
-    rendered = make_rendered(1, title="Bad\x0bTitle", content_html="<p>a\x00b\x1fc</p>",
-                             tags=("t\x08ag",), preheader="pre\ufffeheader")
+    rendered = make_rendered(
+        1,
+        title="Bad\x0bTitle",
+        content_html="<p>a\x00b\x1fc</p>",
+        tags=("t\x08ag",),
+        preheader="pre\ufffeheader",
+    )
     out = build_feeds(make_config(title="News\x01letter"), [rendered])
     atom = parse(out["atom.xml"])
     assert atom.feed.title == "Newsletter"
     entry = atom.entries[0]
     assert (entry.title, entry.summary, entry.content[0].value) == (
-        "BadTitle", "preheader", "<p>abc</p>")
+        "BadTitle",
+        "preheader",
+        "<p>abc</p>",
+    )
     assert parse(out["feed.xml"]).entries[0].tags[0].term == "tag"
     item = json.loads(out["feed.json"])["items"][0]
     assert (item["title"], item["tags"]) == ("BadTitle", ["tag"])

@@ -16,7 +16,9 @@ SECRET = "reliability-signing-secret-7f3a9c21"  # NEWSLETTER_SECRET for every se
 NOW = "2024-06-01T00:00:00+00:00"
 # Variables a developer's shell might hold that would change what a command does.
 ENV: dict[str, str | None] = {
-    "NEWSLETTER_NOW": NOW, "NEWSLETTER_SECRET": SECRET, "POSTMARK_SERVER_TOKEN": None,
+    "NEWSLETTER_NOW": NOW,
+    "NEWSLETTER_SECRET": SECRET,
+    "POSTMARK_SERVER_TOKEN": None,
     "NEWSLETTER_SMTP_PASSWORD": None,
 }
 
@@ -24,24 +26,29 @@ ENV: dict[str, str | None] = {
 LOCATED = re.compile(r"^(?P<path>[^\s:][^:]*?)(?::(?P<line>\d+))?: (?P<message>\S.*)$")
 # The summary lines that may follow located problems.
 SUMMARY = re.compile(r"^(\d+ error\(s\), \d+ warning\(s\)|\d+ problems in .+|hint: .+)$")
-STATUS = re.compile(r"^edition (?P<edition>\d+): (?P<total>\d+) recipients = (?P<sent>\d+) sent "
-                    r"\+ (?P<failed>\d+) failed \+ (?P<pending>\d+) pending "
-                    r"\+ (?P<suppressed>\d+) suppressed$", re.MULTILINE)
+STATUS = re.compile(
+    r"^edition (?P<edition>\d+): (?P<total>\d+) recipients = (?P<sent>\d+) sent "
+    r"\+ (?P<failed>\d+) failed \+ (?P<pending>\d+) pending "
+    r"\+ (?P<suppressed>\d+) suppressed$",
+    re.MULTILINE,
+)
 
 
-def run(root: Path, *args: str, env: Mapping[str, str | None] | None = None,
-        stdin: str | None = None) -> Result:
+def run(
+    root: Path, *args: str, env: Mapping[str, str | None] | None = None, stdin: str | None = None
+) -> Result:
     """``newsletter -C root ARGS…`` in-process; exceptions are caught and kept on the result."""
-    return CliRunner().invoke(cli, ["-C", str(root), *args], env={**ENV, **(env or {})},
-                              input=stdin)
+    return CliRunner().invoke(
+        cli, ["-C", str(root), *args], env={**ENV, **(env or {})}, input=stdin
+    )
 
 
 def assert_no_crash(result: Result) -> None:
     """Exit codes come from SystemExit only: any other exception is a bug with a traceback."""
     exc = result.exception
     assert exc is None or isinstance(exc, SystemExit), (
-        f"unhandled {type(exc).__name__}: {exc}\nstdout: {result.stdout}\n"
-        f"stderr: {result.stderr}")
+        f"unhandled {type(exc).__name__}: {exc}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    )
     assert "Traceback" not in result.output
 
 
@@ -84,12 +91,22 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` by relative path, with its bytes."""
     if not folder.exists():
         return {}
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # Bounded (max_examples per test below) so the folder runs in about a minute; no example
 # database (nothing written into the repository); a failure prints the blob that replays it.
-FUZZ = settings(deadline=None, database=None, print_blob=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)

@@ -20,10 +20,28 @@ SEND_ENV = {"NEWSLETTER_SECRET": SECRET}
 INJECTED = "Bcc: victim@example.org"
 # Every character that ends a line somewhere: SMTP (CR, LF), Python's str.splitlines (VT, FF,
 # NEL, LS, PS), and NUL, which C mail software may treat as the end of the string.
-BREAKS = {"crlf": "\r\n", "lf": "\n", "cr": "\r", "nul": "\x00", "nel": "\x85",
-          "ls": "\u2028", "ps": "\u2029", "vt": "\x0b", "ff": "\x0c"}
-YAML_ESCAPE = {"\r\n": "\\r\\n", "\n": "\\n", "\r": "\\r", "\x00": "\\0", "\x85": "\\N",
-               "\u2028": "\\L", "\u2029": "\\P", "\x0b": "\\v", "\x0c": "\\f"}
+BREAKS = {
+    "crlf": "\r\n",
+    "lf": "\n",
+    "cr": "\r",
+    "nul": "\x00",
+    "nel": "\x85",
+    "ls": "\u2028",
+    "ps": "\u2029",
+    "vt": "\x0b",
+    "ff": "\x0c",
+}
+YAML_ESCAPE = {
+    "\r\n": "\\r\\n",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\x00": "\\0",
+    "\x85": "\\N",
+    "\u2028": "\\L",
+    "\u2029": "\\P",
+    "\x0b": "\\v",
+    "\x0c": "\\f",
+}
 GOOD_ISSUE = issue("Good paper", "2024-04-09", "Fine.", url="https://arxiv.org/abs/1")
 
 
@@ -41,10 +59,9 @@ class WireSender(MemorySender):
 
 def _send(config: Config, db: Database, sender: Any, **kw: Any) -> SendReport:
     plan = plan_send(config, 1, db=db)
-    return send_edition(config, plan, db=db, sender=sender, environ=SEND_ENV,
-                        timer=VirtualTimer(), **kw)
-
-
+    return send_edition(
+        config, plan, db=db, sender=sender, environ=SEND_ENV, timer=VirtualTimer(), **kw
+    )
 
 
 def _headers(raw: bytes) -> list[tuple[str, str]]:
@@ -54,8 +71,18 @@ def _headers(raw: bytes) -> list[tuple[str, str]]:
     return [(k, re.sub(r"\r\n[ \t]", " ", str(v))) for k, v in msg.items()]
 
 
-EXPECTED_HEADERS = {"From", "Subject", "Date", "List-Id", "To", "Message-ID", "List-Unsubscribe",
-                    "List-Unsubscribe-Post", "MIME-Version", "Content-Type"}
+EXPECTED_HEADERS = {
+    "From",
+    "Subject",
+    "Date",
+    "List-Id",
+    "To",
+    "Message-ID",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "MIME-Version",
+    "Content-Type",
+}
 
 
 def _assert_clean_wire(raw: bytes, recipient: str) -> None:

@@ -29,13 +29,17 @@ from tests.smtpd_fixture import ServerProcess, server_process
 RECIPIENTS = 2000
 CONCURRENCY = 4
 SEED = 20261121
-ENV = {"NEWSLETTER_SECRET": "crash-test-secret-0123456789",
-       "NEWSLETTER_NOW": "2024-06-01T00:00:00+00:00"}
+ENV = {
+    "NEWSLETTER_SECRET": "crash-test-secret-0123456789",
+    "NEWSLETTER_NOW": "2024-06-01T00:00:00+00:00",
+}
 
 
 def _project(root: Path, port: int) -> Path:
     root.mkdir()
-    (root / "config.toml").write_text(BASE_CONFIG + f"""
+    (root / "config.toml").write_text(
+        BASE_CONFIG
+        + f"""
 [sender]
 kind = "smtp"
 concurrency = {CONCURRENCY}
@@ -46,13 +50,19 @@ port = {port}
 security = "none"
 helo = "crash-test"
 timeout = 10
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     (root / "issues").mkdir()
-    (root / "issues" / "a.md").write_text(issue("Paper", "2024-04-09", "Body " * 2000,
-                                                url="https://arxiv.org/abs/1"), "utf-8")
+    (root / "issues" / "a.md").write_text(
+        issue("Paper", "2024-04-09", "Body " * 2000, url="https://arxiv.org/abs/1"), "utf-8"
+    )
     csv = root / "readers.csv"
-    csv.write_text("email,name,tags\n" + "".join(
-        f"reader{i:04d}@example.org,Reader {i},\n" for i in range(RECIPIENTS)), "utf-8")
+    csv.write_text(
+        "email,name,tags\n"
+        + "".join(f"reader{i:04d}@example.org,Reader {i},\n" for i in range(RECIPIENTS)),
+        "utf-8",
+    )
     db = open_database(load_config(root, environ={}).database_url)
     try:
         report = subscribers.import_csv(db, csv)
@@ -65,7 +75,10 @@ timeout = 10
 def _start(root: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "newsletter", "-C", str(root), "send", "1", "--yes"],
-        env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env={**os.environ, **ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for(server: ServerProcess, proc: subprocess.Popen[bytes], count: int) -> None:
@@ -82,10 +95,19 @@ def _counts(server: ServerProcess) -> Counter[str]:
 def _finish(root: Path) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "newsletter", "-C", str(root), "send", "1", "--yes"],
-        env={**os.environ, **ENV}, capture_output=True, text=True, timeout=180)
+        env={**os.environ, **ENV},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
-    status = subprocess.run([sys.executable, "-m", "newsletter", "-C", str(root), "status", "1"],
-                            env={**os.environ, **ENV}, capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [sys.executable, "-m", "newsletter", "-C", str(root), "status", "1"],
+        env={**os.environ, **ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return status.stdout
 
 

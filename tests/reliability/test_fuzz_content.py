@@ -15,46 +15,191 @@ from tests.reliability import FUZZ, assert_no_crash, located_lines, run, snapsho
 
 # --- issue files and edition notes ----------------------------------------------------------
 
-KEYS = ["title", "date", "url", "authors", "venue", "year", "code", "tags", "image", "summary",
-        "edition", "section", "draft", "slug", "extra", "Title", "date "]
-YAML_BITS = st.sampled_from([
-    ": ", ":", "- ", " ", "\n", "\t", "[", "]", "{", "}", ",", "'", '"', "|", ">", "&a", "*a",
-    "!!int", "!!str", "!!binary", "!x", "#", "%", "@", "`", "?", "~", "null", "true", "no",
-    "2024-02-30", "2024-04-10", "2024-04-10T25:00", "1:20", "1.10", "-1", "0", "99999999999",
-    "\\", "\\n", "---", "...", "中文", "\ufeff", "\r\n", "\r", "\x85", "\u2028", "\x00", "\x7f",
-    "http://[", "javascript:alert(1)", "data:text/html,x", "https://x.org/a", "/abs", "../up",
-    "figures/f.png", "<script>", "{{ x }}", "*|UNSUB|*",
-])
-MD_BITS = st.sampled_from([
-    "# h", "\n", "\n\n", "**b**", "_i_", "`c`", "```py\n", "```", "> q", "- li", "1. li",
-    "| a | b |\n|---|---|\n| 1 | 2 |", "[^1]", "[^1]: note", "[l](https://x.org)", "[r](rel)",
-    "[a](#anchor)", "![i](img.png)", "![](http://localhost/x.png)", "<b>", "</b>", "<div>",
-    "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "&#xFFFE;", "&#0;", "&amp;",
-    "&nbsp;", "<!--", "-->", "<![CDATA[", "]]>", "\x00", "\x0b", "\ufffe", "中文", "\t",
-    "- [ ] task", "- [x] done", "~~s~~", "https://auto.link", "{{ unsubscribe_url }}", "<mj-text>",
-    "<br>", "<hr>", "[x](https://digest.example.org/editions/9/)", "[x]: https://x.org",
-])
+KEYS = [
+    "title",
+    "date",
+    "url",
+    "authors",
+    "venue",
+    "year",
+    "code",
+    "tags",
+    "image",
+    "summary",
+    "edition",
+    "section",
+    "draft",
+    "slug",
+    "extra",
+    "Title",
+    "date ",
+]
+YAML_BITS = st.sampled_from(
+    [
+        ": ",
+        ":",
+        "- ",
+        " ",
+        "\n",
+        "\t",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "'",
+        '"',
+        "|",
+        ">",
+        "&a",
+        "*a",
+        "!!int",
+        "!!str",
+        "!!binary",
+        "!x",
+        "#",
+        "%",
+        "@",
+        "`",
+        "?",
+        "~",
+        "null",
+        "true",
+        "no",
+        "2024-02-30",
+        "2024-04-10",
+        "2024-04-10T25:00",
+        "1:20",
+        "1.10",
+        "-1",
+        "0",
+        "99999999999",
+        "\\",
+        "\\n",
+        "---",
+        "...",
+        "中文",
+        "\ufeff",
+        "\r\n",
+        "\r",
+        "\x85",
+        "\u2028",
+        "\x00",
+        "\x7f",
+        "http://[",
+        "javascript:alert(1)",
+        "data:text/html,x",
+        "https://x.org/a",
+        "/abs",
+        "../up",
+        "figures/f.png",
+        "<script>",
+        "{{ x }}",
+        "*|UNSUB|*",
+    ]
+)
+MD_BITS = st.sampled_from(
+    [
+        "# h",
+        "\n",
+        "\n\n",
+        "**b**",
+        "_i_",
+        "`c`",
+        "```py\n",
+        "```",
+        "> q",
+        "- li",
+        "1. li",
+        "| a | b |\n|---|---|\n| 1 | 2 |",
+        "[^1]",
+        "[^1]: note",
+        "[l](https://x.org)",
+        "[r](rel)",
+        "[a](#anchor)",
+        "![i](img.png)",
+        "![](http://localhost/x.png)",
+        "<b>",
+        "</b>",
+        "<div>",
+        "<script>alert(1)</script>",
+        "<img src=x onerror=alert(1)>",
+        "&#xFFFE;",
+        "&#0;",
+        "&amp;",
+        "&nbsp;",
+        "<!--",
+        "-->",
+        "<![CDATA[",
+        "]]>",
+        "\x00",
+        "\x0b",
+        "\ufffe",
+        "中文",
+        "\t",
+        "- [ ] task",
+        "- [x] done",
+        "~~s~~",
+        "https://auto.link",
+        "{{ unsubscribe_url }}",
+        "<mj-text>",
+        "<br>",
+        "<hr>",
+        "[x](https://digest.example.org/editions/9/)",
+        "[x]: https://x.org",
+    ]
+)
 text_or_bits = st.one_of(st.text(max_size=30), st.lists(YAML_BITS, max_size=8).map("".join))
 
 
 def yq(value: str) -> str:
     """``value`` as a YAML double-quoted scalar (control characters escaped, so YAML reads it)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + re.sub("[\x00-\x1f\x7f-\x9f\ufeff]", lambda m: f"\\x{ord(m[0]):02x}"
-                        if ord(m[0]) < 0x100 else "\\ufeff", escaped) + '"'
+    return (
+        '"'
+        + re.sub(
+            "[\x00-\x1f\x7f-\x9f\ufeff]",
+            lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else "\\ufeff",
+            escaped,
+        )
+        + '"'
+    )
 
 
 PLAUSIBLE = {
-    "url": st.sampled_from(["https://arxiv.org/abs/1", "http://x.org/a?b=1&c=2#f",
-                            "javascript:alert(1)", "https://x.org/<script>"]),
-    "code": st.sampled_from(["https://github.com/x/y", "data:text/html,x", "github.com/x",
-                             "JaVaScRiPt:alert(1)", "git@github.com:x/y.git"]),
-    "image": st.sampled_from(["fig.png", "/static/a.svg", "https://x.org/i.png",
-                              "data:image/png;base64,AAAA", "../../../etc/passwd", "#frag"]),
+    "url": st.sampled_from(
+        [
+            "https://arxiv.org/abs/1",
+            "http://x.org/a?b=1&c=2#f",
+            "javascript:alert(1)",
+            "https://x.org/<script>",
+        ]
+    ),
+    "code": st.sampled_from(
+        [
+            "https://github.com/x/y",
+            "data:text/html,x",
+            "github.com/x",
+            "JaVaScRiPt:alert(1)",
+            "git@github.com:x/y.git",
+        ]
+    ),
+    "image": st.sampled_from(
+        [
+            "fig.png",
+            "/static/a.svg",
+            "https://x.org/i.png",
+            "data:image/png;base64,AAAA",
+            "../../../etc/passwd",
+            "#frag",
+        ]
+    ),
     "tags": st.lists(st.text(min_size=1, max_size=8).map(yq), max_size=3).map(
-        lambda items: "[" + ", ".join(items) + "]"),
+        lambda items: "[" + ", ".join(items) + "]"
+    ),
     "authors": st.lists(st.text(min_size=1, max_size=8).map(yq), max_size=3).map(
-        lambda items: "[" + ", ".join(items) + "]"),
+        lambda items: "[" + ", ".join(items) + "]"
+    ),
     "summary": st.text(min_size=1, max_size=40).map(yq),
     "draft": st.sampled_from(["true", "false", "yes"]),
     "year": st.integers(-5, 10_000).map(str),
@@ -73,8 +218,7 @@ def front_matter(draw: st.DrawFn) -> str:
     if kind == 0:
         return draw(st.lists(YAML_BITS | st.text(max_size=10), max_size=40).map("".join))
     if kind >= 2:
-        lines = [f"title: {yq(draw(st.text(min_size=1, max_size=30)))}",
-                 "date: 2024-04-10"]
+        lines = [f"title: {yq(draw(st.text(min_size=1, max_size=30)))}", "date: 2024-04-10"]
         for key in draw(st.lists(st.sampled_from(sorted(PLAUSIBLE)), max_size=4, unique=True)):
             lines.append(f"{key}: {draw(PLAUSIBLE[key])}")
         return "\n".join(lines)
@@ -104,7 +248,7 @@ def issue_file(draw: st.DrawFn) -> bytes:
         at = draw(st.integers(0, len(data)))
         data = data[:at] + draw(st.binary(min_size=1, max_size=4)) + data[at:]
     elif mangle == "truncate":
-        data = data[:draw(st.integers(0, len(data)))]
+        data = data[: draw(st.integers(0, len(data)))]
     return data
 
 
@@ -112,8 +256,11 @@ def issue_file(draw: st.DrawFn) -> bytes:
 def note_file(draw: st.DrawFn) -> bytes | None:
     if draw(st.integers(0, 2)):
         return None
-    lines = [f"{draw(st.sampled_from(['subject', 'preheader', 'title', 'subjct']))}: "
-             f"{yq(draw(text_or_bits))}" for _ in range(draw(st.integers(0, 3)))]
+    lines = [
+        f"{draw(st.sampled_from(['subject', 'preheader', 'title', 'subjct']))}: "
+        f"{yq(draw(text_or_bits))}"
+        for _ in range(draw(st.integers(0, 3)))
+    ]
     body = draw(st.lists(MD_BITS, max_size=10).map("".join))
     return f"---\n{chr(10).join(lines)}\n---\n{body}".encode("utf-8", "surrogatepass")
 
@@ -125,7 +272,8 @@ def fuzz_site(tmp_path: Path) -> Path:
     (root / "issues").mkdir(parents=True)
     (root / "config.toml").write_text(BASE_CONFIG, "utf-8")
     (root / "issues" / "good.md").write_text(
-        issue("Good paper", "2024-04-09", "Fine.", url="https://arxiv.org/abs/1"), "utf-8")
+        issue("Good paper", "2024-04-09", "Fine.", url="https://arxiv.org/abs/1"), "utf-8"
+    )
     return root
 
 
@@ -149,7 +297,8 @@ def _assert_located(result: Result, files: dict[str, bytes | None]) -> None:
             assert 1 <= int(line) <= lines, (m.group(0), data)
         else:
             assert path == "config.toml" or path.startswith(
-                ("issues/", "editions/", "newsletter/templates/")), m.group(0)
+                ("issues/", "editions/", "newsletter/templates/")
+            ), m.group(0)
 
 
 def _check_issue(root: Path, data: bytes, note: bytes | None) -> Result:
@@ -158,8 +307,13 @@ def _check_issue(root: Path, data: bytes, note: bytes | None) -> Result:
         _put(root, rel, content)
     result = run(root, "check")
     assert_no_crash(result)
-    event("ok" if result.exit_code == 0 else "lint findings" if "error(s)" in result.stderr
-          else "load error")
+    event(
+        "ok"
+        if result.exit_code == 0
+        else "lint findings"
+        if "error(s)" in result.stderr
+        else "load error"
+    )
     if result.exit_code == 0:
         assert result.stdout.startswith("ok: "), result.output
     else:
@@ -171,17 +325,20 @@ def _check_issue(root: Path, data: bytes, note: bytes | None) -> Result:
 @settings(FUZZ, max_examples=120)
 @given(data=issue_file(), note=note_file())
 @example(data=b'---\ntitle: "T"\ndate: 2024-04-10\n---\n\x1e\xc2\x85[r](rel)', note=None).via(
-    "link findings were placed by str.splitlines(), which also breaks at \\x1e and U+0085")
-def test_check_never_crashes_on_any_issue_file(fuzz_site: Path, data: bytes,
-                                               note: bytes | None) -> None:
+    "link findings were placed by str.splitlines(), which also breaks at \\x1e and U+0085"
+)
+def test_check_never_crashes_on_any_issue_file(
+    fuzz_site: Path, data: bytes, note: bytes | None
+) -> None:
     _check_issue(fuzz_site, data, note)
 
 
 @pytest.mark.slow
 @settings(FUZZ, max_examples=50)
 @given(data=issue_file(), note=note_file())
-def test_build_fails_cleanly_and_keeps_the_previous_site(fuzz_site: Path, data: bytes,
-                                                         note: bytes | None) -> None:
+def test_build_fails_cleanly_and_keeps_the_previous_site(
+    fuzz_site: Path, data: bytes, note: bytes | None
+) -> None:
     """A build either succeeds or is a located error that leaves public/ exactly as it was;
     `check` (load + group + render + lint) fails whenever build does."""
     _put(fuzz_site, "issues/fuzz.md", None)

@@ -20,32 +20,82 @@ from tests.reliability import FUZZ, assert_no_crash, located_lines, run
 
 # --- CSV imports ----------------------------------------------------------------------------
 
-GOOD = [f"reader{i}@example.org" for i in range(8)] + ["Ada.Lovelace@Example.ORG",
-                                                       "δοκιμή@παράδειγμα.δοκιμή"]
-BAD = ["", " ", "not-an-address", "a@", "@b.org", "a b@c.org", "a@b@c.org", "a@localhost",
-       "a@-x.org", "x" * 70 + "@example.org", "a@b.org\x00", "a\r\n@b.org"]
-emails = st.one_of(st.sampled_from(GOOD), st.sampled_from(GOOD).map(str.upper),
-                   st.sampled_from(GOOD).map(lambda e: f"  {e} "), st.sampled_from(BAD),
-                   st.text(max_size=15))
-names = st.one_of(st.just(""), st.text(max_size=12), st.sampled_from(
-    ["Ada", "Grace, Jr", 'Dave "the" man', "line\nbreak", "tab\there", "nul\x00", "\u2028",
-     "x" * 300, "李雷", "=cmd|' /C calc'!A0"]))
-tags = st.one_of(st.just(""), st.text(max_size=10), st.sampled_from(
-    ["ai;ml", "a,b", " x ; y ", "t" * 70, "中文", ";;", "bad\x01tag"]))
+GOOD = [f"reader{i}@example.org" for i in range(8)] + [
+    "Ada.Lovelace@Example.ORG",
+    "δοκιμή@παράδειγμα.δοκιμή",
+]
+BAD = [
+    "",
+    " ",
+    "not-an-address",
+    "a@",
+    "@b.org",
+    "a b@c.org",
+    "a@b@c.org",
+    "a@localhost",
+    "a@-x.org",
+    "x" * 70 + "@example.org",
+    "a@b.org\x00",
+    "a\r\n@b.org",
+]
+emails = st.one_of(
+    st.sampled_from(GOOD),
+    st.sampled_from(GOOD).map(str.upper),
+    st.sampled_from(GOOD).map(lambda e: f"  {e} "),
+    st.sampled_from(BAD),
+    st.text(max_size=15),
+)
+names = st.one_of(
+    st.just(""),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "Ada",
+            "Grace, Jr",
+            'Dave "the" man',
+            "line\nbreak",
+            "tab\there",
+            "nul\x00",
+            "\u2028",
+            "x" * 300,
+            "李雷",
+            "=cmd|' /C calc'!A0",
+        ]
+    ),
+)
+tags = st.one_of(
+    st.just(""),
+    st.text(max_size=10),
+    st.sampled_from(["ai;ml", "a,b", " x ; y ", "t" * 70, "中文", ";;", "bad\x01tag"]),
+)
 
 
 @st.composite
 def csv_rows(draw: st.DrawFn) -> tuple[list[str], list[list[str]]]:
-    header = draw(st.sampled_from([["email", "name", "tags"], ["Email", "Name"], ["email"],
-                                   ["name", "email", "tags", "notes"], [" EMAIL ", "tags"]]))
+    header = draw(
+        st.sampled_from(
+            [
+                ["email", "name", "tags"],
+                ["Email", "Name"],
+                ["email"],
+                ["name", "email", "tags", "notes"],
+                [" EMAIL ", "tags"],
+            ]
+        )
+    )
     rows = []
     for _ in range(draw(st.integers(0, 12))):
-        values = {"email": draw(emails), "name": draw(names), "tags": draw(tags),
-                  "notes": draw(st.text(max_size=5))}
+        values = {
+            "email": draw(emails),
+            "name": draw(names),
+            "tags": draw(tags),
+            "notes": draw(st.text(max_size=5)),
+        }
         row = [values[h.strip().lower()] for h in header]
         if draw(st.integers(0, 9)) == 0:
-            row = row[:draw(st.integers(0, len(row)))] + draw(
-                st.lists(st.text(max_size=4), max_size=2))
+            row = row[: draw(st.integers(0, len(row)))] + draw(
+                st.lists(st.text(max_size=4), max_size=2)
+            )
         rows.append(row)
     return header, rows
 
@@ -53,7 +103,7 @@ def csv_rows(draw: st.DrawFn) -> tuple[list[str], list[list[str]]]:
 def _expected_problem(row: list[str], header: list[str]) -> bool:
     """Whether the import must report this (well-formed CSV) row as bad: the documented rules."""
     names = [h.strip().lower() for h in header]
-    if len(row) > len(names) and any(f.strip() for f in row[len(names):]):
+    if len(row) > len(names) and any(f.strip() for f in row[len(names) :]):
         return True
 
     def field(name: str) -> str:
@@ -72,8 +122,11 @@ def _expected_problem(row: list[str], header: list[str]) -> bool:
 
 
 def _summary(stdout: str) -> dict[str, int]:
-    m = re.search(r": (\d+) added, (\d+) already on the list, (\d+) duplicates, (\d+) suppressed,"
-                  r" (\d+) bad rows \((\d+) rows, (\d+) batches", stdout)
+    m = re.search(
+        r": (\d+) added, (\d+) already on the list, (\d+) duplicates, (\d+) suppressed,"
+        r" (\d+) bad rows \((\d+) rows, (\d+) batches",
+        stdout,
+    )
     assert m, stdout
     keys = ("added", "existing", "duplicates", "suppressed", "bad", "rows", "batches")
     return dict(zip(keys, map(int, m.groups()), strict=True))
@@ -93,14 +146,23 @@ def _fresh_state(root: Path) -> None:
 
 @pytest.mark.slow
 @settings(FUZZ, max_examples=100)
-@given(table=csv_rows(), bom=st.booleans(), dialect=st.sampled_from([
-    # QUOTE_MINIMAL quotes only the characters of the line terminator: with "\n" a lone CR in
-    # a field would go out unquoted and rightly end the record there.
-    ("\r\n", csv.QUOTE_MINIMAL), ("\n", csv.QUOTE_ALL), ("\r\n", csv.QUOTE_ALL),
-    ("\n", csv.QUOTE_NONNUMERIC)]))
-def test_import_reports_exactly_the_bad_rows_by_line(csv_site: Path,
-                                                    table: tuple[list[str], list[list[str]]],
-                                                    bom: bool, dialect: tuple[str, Any]) -> None:
+@given(
+    table=csv_rows(),
+    bom=st.booleans(),
+    dialect=st.sampled_from(
+        [
+            # QUOTE_MINIMAL quotes only the characters of the line terminator: with "\n" a lone CR
+            # in a field would go out unquoted and rightly end the record there.
+            ("\r\n", csv.QUOTE_MINIMAL),
+            ("\n", csv.QUOTE_ALL),
+            ("\r\n", csv.QUOTE_ALL),
+            ("\n", csv.QUOTE_NONNUMERIC),
+        ]
+    ),
+)
+def test_import_reports_exactly_the_bad_rows_by_line(
+    csv_site: Path, table: tuple[list[str], list[list[str]]], bom: bool, dialect: tuple[str, Any]
+) -> None:
     header, rows = table
     terminator, quoting = dialect
     assume(not any(row in ([], [""]) for row in rows))  # blank records are skipped by design
@@ -118,16 +180,25 @@ def test_import_reports_exactly_the_bad_rows_by_line(csv_site: Path,
     assert_no_crash(result)
 
     bad_lines = {starts[i] for i, row in enumerate(rows) if _expected_problem(row, header)}
-    reported = {int(m["line"]) for m in located_lines(result.stderr)
-                if m["path"] == str(path) and m["line"]}
+    reported = {
+        int(m["line"]) for m in located_lines(result.stderr) if m["path"] == str(path) and m["line"]
+    }
     assert reported == bad_lines, result.stderr
     assert result.exit_code == (1 if bad_lines else 0), result.output
     counts = _summary(result.stdout)
     assert counts["bad"] == len(bad_lines) and counts["rows"] == len(rows)
-    assert (counts["added"] + counts["existing"] + counts["duplicates"] + counts["suppressed"]
-            + counts["bad"]) == counts["rows"]
-    good = {check_address(r[[h.strip().lower() for h in header].index("email")]).key
-            for i, r in enumerate(rows) if starts[i] not in bad_lines}
+    assert (
+        counts["added"]
+        + counts["existing"]
+        + counts["duplicates"]
+        + counts["suppressed"]
+        + counts["bad"]
+    ) == counts["rows"]
+    good = {
+        check_address(r[[h.strip().lower() for h in header].index("email")]).key
+        for i, r in enumerate(rows)
+        if starts[i] not in bad_lines
+    }
     assert counts["added"] == len(good)
     listed = run(csv_site, "subscribers", "export")
     assert listed.exit_code == 0
@@ -135,10 +206,30 @@ def test_import_reports_exactly_the_bad_rows_by_line(csv_site: Path,
     assert {check_address(r[0]).key for r in exported} == good
 
 
-CSV_BITS = st.sampled_from([
-    "email,name,tags", "email", "a@example.org", "b@example.org,B", ",", ",,", '"', '""', "\n",
-    "\r\n", "\r", "\x00", "\ufeff", "é", "中", ";", "x", " ", "=1+1", "\t",
-])
+CSV_BITS = st.sampled_from(
+    [
+        "email,name,tags",
+        "email",
+        "a@example.org",
+        "b@example.org,B",
+        ",",
+        ",,",
+        '"',
+        '""',
+        "\n",
+        "\r\n",
+        "\r",
+        "\x00",
+        "\ufeff",
+        "é",
+        "中",
+        ";",
+        "x",
+        " ",
+        "=1+1",
+        "\t",
+    ]
+)
 
 
 @st.composite
@@ -155,8 +246,9 @@ def messy_csv(draw: st.DrawFn) -> bytes:
 @pytest.mark.slow
 @settings(FUZZ, max_examples=100)
 @given(data=messy_csv(), strict=st.booleans())
-def test_import_of_any_bytes_is_a_report_or_a_located_error(csv_site: Path, data: bytes,
-                                                            strict: bool) -> None:
+def test_import_of_any_bytes_is_a_report_or_a_located_error(
+    csv_site: Path, data: bytes, strict: bool
+) -> None:
     path = csv_site / "messy.csv"
     path.write_bytes(data)
     _fresh_state(csv_site)
@@ -166,12 +258,19 @@ def test_import_of_any_bytes_is_a_report_or_a_located_error(csv_site: Path, data
     lines = data.count(b"\n") + data.count(b"\r") + 1
     if result.stdout:  # the import ran: its summary accounts for every record
         counts = _summary(result.stdout)
-        assert (counts["added"] + counts["existing"] + counts["duplicates"]
-                + counts["suppressed"] + counts["bad"]) == counts["rows"]
+        assert (
+            counts["added"]
+            + counts["existing"]
+            + counts["duplicates"]
+            + counts["suppressed"]
+            + counts["bad"]
+        ) == counts["rows"]
         assert result.exit_code == (1 if counts["bad"] else 0)
         assert not strict or counts["bad"] == 0
-    elif result.stderr.strip() == f"{path} is empty\nhint: the first line must be a header: " \
-                                  "email,name,tags":
+    elif (
+        result.stderr.strip() == f"{path} is empty\nhint: the first line must be a header: "
+        "email,name,tags"
+    ):
         return
     for m in located_lines(result.stderr):
         assert m["path"] == str(path), m.group(0)

@@ -1,6 +1,5 @@
 """Security: no script, javascript: link or event handler reaches email, archive or feeds."""
 
-
 from __future__ import annotations
 
 import email.policy
@@ -65,7 +64,7 @@ Intro <script>alert('body')</script> text.
 """
 
 EVIL_FRONT = {
-    "title": '"<script>alert(\'title\')</script><img src=x onerror=alert(24)>"',
+    "title": "\"<script>alert('title')</script><img src=x onerror=alert(24)>\"",
     "summary": '"<iframe src=\\"javascript:alert(25)\\"></iframe><b onclick=alert(26)>s</b>"',
     "tags": '["<script>alert(27)</script>", "\\" onmouseover=\\"alert(28)"]',
     "authors": '["<svg onload=alert(29)>"]',
@@ -74,12 +73,42 @@ EVIL_FRONT = {
     "code": '"https://example.org/<script>alert(32)</script>"',
     "image": '"figure.png\\" onerror=\\"alert(33)"',
 }
-DANGEROUS_TAGS = {"script", "iframe", "object", "embed", "frame", "frameset", "applet", "base",
-                  "form", "svg", "math", "input", "button", "textarea", "select"}
-URL_ATTRIBUTES = {"href", "src", "action", "formaction", "background", "poster", "data",
-                  "srcset", "xlink:href", "cite", "longdesc", "dynsrc", "lowsrc", "ping"}
-BAD_CSS = re.compile(r"expression\s*\(|javascript:|vbscript:|-moz-binding|behavior\s*:",
-                     re.IGNORECASE)
+DANGEROUS_TAGS = {
+    "script",
+    "iframe",
+    "object",
+    "embed",
+    "frame",
+    "frameset",
+    "applet",
+    "base",
+    "form",
+    "svg",
+    "math",
+    "input",
+    "button",
+    "textarea",
+    "select",
+}
+URL_ATTRIBUTES = {
+    "href",
+    "src",
+    "action",
+    "formaction",
+    "background",
+    "poster",
+    "data",
+    "srcset",
+    "xlink:href",
+    "cite",
+    "longdesc",
+    "dynsrc",
+    "lowsrc",
+    "ping",
+}
+BAD_CSS = re.compile(
+    r"expression\s*\(|javascript:|vbscript:|-moz-binding|behavior\s*:", re.IGNORECASE
+)
 
 
 def _scheme(url: str) -> str:
@@ -166,15 +195,19 @@ def _evil_issue(fields: dict[str, str], body: str = EVIL_BODY) -> str:
     return "\n".join(lines) + "\n" + body
 
 
-def test_no_script_reaches_email_archive_or_feeds(make_project: MakeProject,
-                                                 frozen_now: object) -> None:
-    config = make_project({
-        "issues/good.md": GOOD_ISSUE,
-        "issues/evil.md": _evil_issue(EVIL_FRONT),
-        "editions/2024-W15.md": "---\ntitle: \"<script>alert('note')</script>\"\n"
-                                "subject: \"<img src=x onerror=alert(34)>\"\n"
-                                "preheader: \"<svg onload=alert(35)>\"\n---\n" + EVIL_BODY,
-    }, config=BASE_CONFIG.replace('group_by = "week"', 'group_by = "week"\nsection_by = "tag"'))
+def test_no_script_reaches_email_archive_or_feeds(
+    make_project: MakeProject, frozen_now: object
+) -> None:
+    config = make_project(
+        {
+            "issues/good.md": GOOD_ISSUE,
+            "issues/evil.md": _evil_issue(EVIL_FRONT),
+            "editions/2024-W15.md": "---\ntitle: \"<script>alert('note')</script>\"\n"
+            'subject: "<img src=x onerror=alert(34)>"\n'
+            'preheader: "<svg onload=alert(35)>"\n---\n' + EVIL_BODY,
+        },
+        config=BASE_CONFIG.replace('group_by = "week"', 'group_by = "week"\nsection_by = "tag"'),
+    )
     result = run(config.root, "build")
     assert result.exit_code == 0, result.output
     out = config.root / "public"
@@ -185,8 +218,10 @@ def test_no_script_reaches_email_archive_or_feeds(make_project: MakeProject,
         assert danger(html) == [], (page, danger(html))
         # The attack text is still there, as text: the test really fed it through.
         if page.name == "index.html" and page.parent.name == "1":
-            assert "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;" in html \
+            assert (
+                "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;" in html
                 or "&lt;script&gt;alert('title')&lt;/script&gt;" in html
+            )
     assert _feed_dangers(out) == {}
     # The email as each recipient gets it (send's pre-send checks would stop this edition for
     # its broken links, so the messages are assembled directly).
@@ -195,8 +230,9 @@ def test_no_script_reaches_email_archive_or_feeds(make_project: MakeProject,
         plan = plan_send(config, 1, db=db)
     finally:
         db.close()
-    prepared = PreparedEdition(config, plan.rendered, Signer(SECRET.encode()),
-                               sent_at=datetime(2024, 6, 1, tzinfo=UTC))
+    prepared = PreparedEdition(
+        config, plan.rendered, Signer(SECRET.encode()), sent_at=datetime(2024, 6, 1, tzinfo=UTC)
+    )
     msg = prepared.message("reader@example.org", "Reader")
     parts = BytesParser(policy=email.policy.default).parsebytes(msg.as_bytes())
     html = next(p for p in parts.walk() if p.get_content_type() == "text/html").get_content()
@@ -204,26 +240,36 @@ def test_no_script_reaches_email_archive_or_feeds(make_project: MakeProject,
     assert "alert(" in html  # the attack is there, as inert text
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("url", '"javascript:alert(1)"', "url: must be an absolute http(s) URL"),
-    ("url", '" JaVaScRiPt:alert(1)"', "url: must be an absolute http(s) URL"),
-    ("url", '"data:text/html,<script>alert(1)</script>"', "url: must be an absolute http(s) URL"),
-    ("code", '"javascript:alert(1)"', "code: not a safe link"),
-    ("code", '"java\\tscript:alert(1)"', "code: not a safe link"),
-    ("code", '"vbscript:msgbox(1)"', "code: not a safe link"),
-    ("code", '"data:text/html,x"', "code: not a safe link"),
-    ("image", '"javascript:alert(1)"', "image: must be a relative path or an http(s) URL"),
-    ("image", '"data:image/svg+xml;base64,PHN2Zz4="', "image: must be a relative path"),
-])
-def test_script_links_in_front_matter_are_refused(site: Config, key: str, value: str,
-                                                  message: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("url", '"javascript:alert(1)"', "url: must be an absolute http(s) URL"),
+        ("url", '" JaVaScRiPt:alert(1)"', "url: must be an absolute http(s) URL"),
+        (
+            "url",
+            '"data:text/html,<script>alert(1)</script>"',
+            "url: must be an absolute http(s) URL",
+        ),
+        ("code", '"javascript:alert(1)"', "code: not a safe link"),
+        ("code", '"java\\tscript:alert(1)"', "code: not a safe link"),
+        ("code", '"vbscript:msgbox(1)"', "code: not a safe link"),
+        ("code", '"data:text/html,x"', "code: not a safe link"),
+        ("image", '"javascript:alert(1)"', "image: must be a relative path or an http(s) URL"),
+        ("image", '"data:image/svg+xml;base64,PHN2Zz4="', "image: must be a relative path"),
+    ],
+)
+def test_script_links_in_front_matter_are_refused(
+    site: Config, key: str, value: str, message: str
+) -> None:
     assert run(site.root, "build").exit_code == 0
     before = snapshot(site.root / "public")
     (site.root / "issues" / "evil.md").write_text(
-        _evil_issue({"title": '"Evil"', key: value}, "Body.\n"), "utf-8")
+        _evil_issue({"title": '"Evil"', key: value}, "Body.\n"), "utf-8"
+    )
     result = run(site.root, "build")
     assert_no_crash(result)
     assert result.exit_code == 1
-    assert any(m.group(0).startswith(f"issues/evil.md:4: {message}")
-               for m in located_lines(result.stderr)), result.stderr
+    assert any(
+        m.group(0).startswith(f"issues/evil.md:4: {message}") for m in located_lines(result.stderr)
+    ), result.stderr
     assert snapshot(site.root / "public") == before

@@ -1,6 +1,5 @@
 """Security: tokens cannot be forged or misused; secrets stay secret; safe defaults."""
 
-
 from __future__ import annotations
 
 import base64
@@ -52,8 +51,7 @@ def test_a_genuine_token_verifies_for_its_purpose_and_address_only(signer: Signe
     confirm = signer.make("confirm", 42, 7, ADDRESS)
     assert signer.verify(confirm, "confirm", ADDRESS) is not None
     assert signer.verify(confirm, "unsubscribe", ADDRESS) is None
-    assert Signer(b"another-secret-0123456789abcdef").verify(token, "unsubscribe",
-                                                             ADDRESS) is None
+    assert Signer(b"another-secret-0123456789abcdef").verify(token, "unsubscribe", ADDRESS) is None
 
 
 def test_every_single_bit_flip_is_refused(signer: Signer) -> None:
@@ -70,16 +68,30 @@ def test_every_single_bit_flip_is_refused(signer: Signer) -> None:
 
 def test_wrong_lengths_and_garbage_are_refused(signer: Signer) -> None:
     token = signer.make("unsubscribe", 42, 7, ADDRESS)
-    for bad in ("", token[:-1], token + "A", token + "=", token[1:], "=" * 40, "é" * 40,
-                token[:-2] + "==", token.replace(token[5], "+" if token[5] != "+" else "/"),
-                token[:20] + "\x00" + token[21:], token * 2, " " + token[1:]):
+    for bad in (
+        "",
+        token[:-1],
+        token + "A",
+        token + "=",
+        token[1:],
+        "=" * 40,
+        "é" * 40,
+        token[:-2] + "==",
+        token.replace(token[5], "+" if token[5] != "+" else "/"),
+        token[:20] + "\x00" + token[21:],
+        token * 2,
+        " " + token[1:],
+    ):
         for purpose in ("unsubscribe", "confirm"):
             assert signer.verify(bad, purpose, ADDRESS) is None, bad
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(raw=st.binary(min_size=30, max_size=30), text=st.text(min_size=40, max_size=40),
-       purpose=st.sampled_from(["unsubscribe", "confirm"]))
+@given(
+    raw=st.binary(min_size=30, max_size=30),
+    text=st.text(min_size=40, max_size=40),
+    purpose=st.sampled_from(["unsubscribe", "confirm"]),
+)
 def test_random_tokens_are_refused(raw: bytes, text: str, purpose: str) -> None:
     signer = Signer(KEY)
     forged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -87,8 +99,9 @@ def test_random_tokens_are_refused(raw: bytes, text: str, purpose: str) -> None:
     assert signer.verify(text, purpose, ADDRESS) is None
 
 
-def test_tokens_are_checked_with_compare_digest_alone(signer: Signer,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tokens_are_checked_with_compare_digest_alone(
+    signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The MAC is compared by hmac.compare_digest (constant time), and nothing else decides:
     a forged MAC passes when compare_digest is made to say yes, and a genuine one fails when
     it says no."""
@@ -111,8 +124,7 @@ def test_tokens_are_checked_with_compare_digest_alone(signer: Signer,
     assert len(calls) == 2
 
 
-def test_tokens_in_sent_mail_verify_for_their_recipient_only(site: Config,
-                                                             state: Database) -> None:
+def test_tokens_in_sent_mail_verify_for_their_recipient_only(site: Config, state: Database) -> None:
     sender = WireSender()
     _send(site, state, sender)
     signer = Signer(SECRET.encode())
@@ -147,10 +159,16 @@ def _assert_nowhere(secrets: list[str], texts: dict[str, str], folder: Path) -> 
 
 
 def test_secrets_never_reach_logs_messages_outputs_or_the_database(
-        make_project: MakeProject, frozen_now: object, make_smtp_server: Any,
-        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_project: MakeProject,
+    frozen_now: object,
+    make_smtp_server: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     server: SMTPServer = make_smtp_server(starttls=False, auth_over_plain=True)
-    config = make_project({"issues/good.md": GOOD_ISSUE}, extra_config=f"""
+    config = make_project(
+        {"issues/good.md": GOOD_ISSUE},
+        extra_config=f"""
 [sender]
 kind = "smtp"
 concurrency = 2
@@ -162,13 +180,19 @@ security = "none"
 username = "{SMTP_USER}"
 password_env = "SMTP_PW"
 timeout = 5
-""")
+""",
+    )
     env = {"SMTP_PW": PASSWORD, "POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN}
     caplog.set_level(logging.DEBUG)
     texts: dict[str, str] = {}
     assert run(config.root, "subscribers", "add", "reader@example.org").exit_code == 0
-    for args in (["build"], ["send", "1", "--yes"], ["send", "1", "--dry-run"],
-                 ["send", "1", "--to", "me@example.org"], ["status", "1"]):
+    for args in (
+        ["build"],
+        ["send", "1", "--yes"],
+        ["send", "1", "--dry-run"],
+        ["send", "1", "--to", "me@example.org"],
+        ["status", "1"],
+    ):
         result = run(config.root, *args, env=env)
         assert result.exit_code == 0, result.output
         texts[" ".join(args)] = result.output
@@ -177,11 +201,15 @@ timeout = 5
     # A provider that refuses the token and echoes it back (as some error bodies do).
     def refuse(request: httpx.Request) -> httpx.Response:
         assert request.headers["X-Postmark-Server-Token"] == POSTMARK_TOKEN
-        return httpx.Response(401, json={"ErrorCode": 10, "Message":
-                                         f"Bad or missing Server API token {POSTMARK_TOKEN}"})
+        return httpx.Response(
+            401,
+            json={"ErrorCode": 10, "Message": f"Bad or missing Server API token {POSTMARK_TOKEN}"},
+        )
 
-    monkeypatch.setattr("newsletter.senders.http.make_client", lambda timeout=30.0: httpx.Client(
-        transport=httpx.MockTransport(refuse)))
+    monkeypatch.setattr(
+        "newsletter.senders.http.make_client",
+        lambda timeout=30.0: httpx.Client(transport=httpx.MockTransport(refuse)),
+    )
     assert run(config.root, "subscribers", "add", "second@example.org").exit_code == 0
     refused = run(config.root, "send", "1", "--yes", "--sender", "postmark", env=env)
     assert refused.exit_code == 1 and "refused the credentials (HTTP 401)" in refused.stderr
@@ -191,11 +219,16 @@ timeout = 5
     def echo(request: httpx.Request) -> httpx.Response:
         return httpx.Response(503, text=f"upstream said: {POSTMARK_TOKEN} overloaded")
 
-    monkeypatch.setattr("newsletter.senders.http.make_client", lambda timeout=30.0: httpx.Client(
-        transport=httpx.MockTransport(echo)))
-    config.path.write_text(config.path.read_text("utf-8").replace("concurrency = 2",
-                                                                  "concurrency = 2\n"
-                                                                  "max_attempts = 1"), "utf-8")
+    monkeypatch.setattr(
+        "newsletter.senders.http.make_client",
+        lambda timeout=30.0: httpx.Client(transport=httpx.MockTransport(echo)),
+    )
+    config.path.write_text(
+        config.path.read_text("utf-8").replace(
+            "concurrency = 2", "concurrency = 2\nmax_attempts = 1"
+        ),
+        "utf-8",
+    )
     failed = run(config.root, "send", "1", "--yes", "--sender", "postmark", env=env)
     texts["send --sender postmark (503)"] = failed.output
     assert "***" in run(config.root, "status", "1").stdout
@@ -208,7 +241,9 @@ timeout = 5
 
 
 def _smtp_site(make_project: MakeProject, port: int, security: str) -> Config:
-    return make_project({"issues/good.md": GOOD_ISSUE}, extra_config=f"""
+    return make_project(
+        {"issues/good.md": GOOD_ISSUE},
+        extra_config=f"""
 [sender]
 kind = "smtp"
 
@@ -219,11 +254,13 @@ security = "{security}"
 username = "ada"
 password_env = "SMTP_PW"
 timeout = 5
-""")
+""",
+    )
 
 
 def test_smtp_never_sends_credentials_unencrypted_unless_told_to(
-        make_project: MakeProject, frozen_now: object, make_smtp_server: Any) -> None:
+    make_project: MakeProject, frozen_now: object, make_smtp_server: Any
+) -> None:
     """A server without STARTTLS that would accept AUTH in plain text (as a downgrading
     attacker's would): the default security refuses before AUTH, and only an explicit
     security = "none" logs in."""
@@ -236,8 +273,7 @@ def test_smtp_never_sends_credentials_unencrypted_unless_told_to(
     assert "does not offer STARTTLS; refusing to send unencrypted" in refused.stderr
     assert server.auth_attempts == [] and server.messages == []
     assert PASSWORD not in refused.output
-    config.path.write_text(config.path.read_text("utf-8").replace('"starttls"', '"none"'),
-                           "utf-8")
+    config.path.write_text(config.path.read_text("utf-8").replace('"starttls"', '"none"'), "utf-8")
     sent = run(config.root, "send", "1", "--yes", env=env)
     assert sent.exit_code == 0, sent.output
     assert len(server.auth_attempts) == 1 and server.auth_attempts[0].endswith(" ada")
@@ -247,8 +283,9 @@ def test_smtp_never_sends_credentials_unencrypted_unless_told_to(
 # --- listening addresses --------------------------------------------------------------------
 
 
-def test_serve_listens_on_loopback_by_default(site: Config,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_listens_on_loopback_by_default(
+    site: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if importlib.util.find_spec("newsletter.cli_serve") is None:
         pytest.skip("newsletter/cli_serve.py does not exist yet")
     import uvicorn
@@ -267,8 +304,7 @@ def test_preview_listens_on_loopback_by_default() -> None:
     from newsletter.cli import cli
     from newsletter.preview import command
 
-    assert inspect.signature(command.background_server).parameters["host"].default == \
-        "127.0.0.1"
+    assert inspect.signature(command.background_server).parameters["host"].default == "127.0.0.1"
     preview = cli.commands["preview"]
     host = next(p for p in preview.params if p.name == "host")
     assert host.default == "127.0.0.1"

@@ -38,8 +38,11 @@ FILES = {
     "issues/fig.png": "\x89PNG fake",
     "issues/b.md": issue("Second", "2024-04-16", "Two.", url="https://x.org/2"),
 }
-SUBPROCESS_ENV = {**{k: v for k, v in os.environ.items() if k not in ENV},
-                  "NEWSLETTER_NOW": NOW, "NEWSLETTER_SECRET": SECRET}
+SUBPROCESS_ENV = {
+    **{k: v for k, v in os.environ.items() if k not in ENV},
+    "NEWSLETTER_NOW": NOW,
+    "NEWSLETTER_SECRET": SECRET,
+}
 
 
 @pytest.fixture
@@ -47,12 +50,14 @@ def site(make_project: MakeProject, frozen_now: object) -> Config:
     return make_project(FILES)
 
 
-def newsletter(root: Path, *args: str, env: dict[str, str] | None = None,
-               wrap: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def newsletter(
+    root: Path, *args: str, env: dict[str, str] | None = None, wrap: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m newsletter -C root ARGS` in its own process (optionally under ``wrap``)."""
     command = [*(wrap or []), sys.executable, "-m", "newsletter", "-C", str(root), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120,
-                          env={**SUBPROCESS_ENV, **(env or {})})
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env={**SUBPROCESS_ENV, **(env or {})}
+    )
 
 
 def add_readers(root: Path, count: int) -> None:
@@ -69,8 +74,10 @@ def db_counts(root: Path) -> dict[str, int]:
     conn = sqlite3.connect(root / ".newsletter" / "state.db")
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("subscribers", "deliveries", "suppressions")}
+        return {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("subscribers", "deliveries", "suppressions")
+        }
     finally:
         conn.close()
 
@@ -92,8 +99,12 @@ def locked(site: Config) -> Iterator[Callable[[], None]]:
     """Hold an exclusive write lock on the state database from another process; the fixture
     value releases it."""
     add_readers(site.root, 5)
-    proc = subprocess.Popen([sys.executable, "-c", LOCKER, str(site.state_dir / "state.db")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(site.state_dir / "state.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
 
     def release() -> None:
@@ -108,7 +119,8 @@ def locked(site: Config) -> Iterator[Callable[[], None]]:
 
 
 def test_a_locked_database_is_a_clear_error_after_the_busy_timeout(
-        site: Config, locked: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    site: Config, locked: Callable[[], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # [state] busy_timeout, shortened through its environment override.
     monkeypatch.setenv("NEWSLETTER_STATE__BUSY_TIMEOUT", '"0.5s"')
     before = db_counts(site.root)
@@ -118,8 +130,10 @@ def test_a_locked_database_is_a_clear_error_after_the_busy_timeout(
         waited = time.monotonic() - started
         assert_no_crash(result)
         assert result.exit_code == 1, result.output
-        assert f"the state database {site.state_dir / 'state.db'} is locked by another " \
-               "process (waited 0.5 s)" in result.stderr
+        assert (
+            f"the state database {site.state_dir / 'state.db'} is locked by another "
+            "process (waited 0.5 s)" in result.stderr
+        )
         assert "hint: another newsletter command" in result.stderr
         assert 0.5 <= waited < 5, waited
     assert not (site.root / "outbox").exists()
@@ -133,7 +147,8 @@ def test_a_locked_database_is_a_clear_error_after_the_busy_timeout(
 
 @pytest.mark.slow
 def test_a_locked_database_with_the_real_timeout_in_a_real_process(
-        site: Config, locked: Callable[[], None]) -> None:
+    site: Config, locked: Callable[[], None]
+) -> None:
     started = time.monotonic()
     result = newsletter(site.root, "subscribers", "add", "new@example.org")
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -195,7 +210,8 @@ def _edit_issue(site: Config) -> None:
 
 @pytest.mark.slow
 def test_a_full_disk_while_writing_public_leaves_the_previous_site(
-        site: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    site: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert run(site.root, "build").exit_code == 0
     before = snapshot(site.root / "public")
     _edit_issue(site)
@@ -221,7 +237,8 @@ def test_a_full_disk_while_writing_public_leaves_the_previous_site(
 
 
 def test_a_full_disk_while_copying_an_asset_leaves_the_previous_site(
-        site: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    site: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert run(site.root, "build").exit_code == 0
     before = snapshot(site.root / "public")
     (site.root / "issues" / "fig.png").write_bytes(b"\x89PNG changed")
@@ -232,15 +249,17 @@ def test_a_full_disk_while_copying_an_asset_leaves_the_previous_site(
     with monkeypatch.context() as m:
         m.setattr("newsletter.publish.writer.shutil.copy2", copy2)
         result = run(site.root, "build")
-    assert result.exit_code == 1 and "assets/fig.png: cannot write: the disk is full" \
-        in result.stderr, result.stderr
+    assert (
+        result.exit_code == 1 and "assets/fig.png: cannot write: the disk is full" in result.stderr
+    ), result.stderr
     assert snapshot(site.root / "public") == before
     assert run(site.root, "build").exit_code == 0
     assert (site.root / "public" / "assets" / "fig.png").read_bytes() == b"\x89PNG changed"
 
 
 def test_a_full_disk_while_writing_editions_lock_is_a_clear_error(
-        site: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    site: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def mkstemp(*args: Any, **kw: Any) -> tuple[int, str]:
         raise _enospc(site.root / ".editions.tmp")
 
@@ -249,8 +268,10 @@ def test_a_full_disk_while_writing_editions_lock_is_a_clear_error(
         result = run(site.root, "build")
     assert_no_crash(result)
     assert result.exit_code == 1
-    assert f"{site.root / 'editions.lock'}: cannot write the edition numbers: No space left " \
-           "on device" in result.stderr, result.stderr
+    assert (
+        f"{site.root / 'editions.lock'}: cannot write the edition numbers: No space left "
+        "on device" in result.stderr
+    ), result.stderr
     assert not (site.root / "editions.lock").exists()
     assert [p.name for p in site.root.iterdir() if p.name.startswith(".editions.")] == []
     assert run(site.root, "build").exit_code == 0
@@ -259,12 +280,15 @@ def test_a_full_disk_while_writing_editions_lock_is_a_clear_error(
 
 def _outbox_recipients(root: Path) -> Counter[str]:
     parser = BytesHeaderParser()
-    return Counter(str(parser.parsebytes(p.read_bytes())["To"])
-                   for p in (root / "outbox" / "new").glob("*.eml"))
+    return Counter(
+        str(parser.parsebytes(p.read_bytes())["To"])
+        for p in (root / "outbox" / "new").glob("*.eml")
+    )
 
 
 def test_a_full_disk_while_writing_the_outbox_stops_without_marking_anything_unsent(
-        site: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    site: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     add_readers(site.root, 20)
     original, count = OutboxSender._write, [0]
 
@@ -292,8 +316,7 @@ def test_a_full_disk_while_writing_the_outbox_stops_without_marking_anything_uns
     assert list((site.root / "outbox" / "tmp").iterdir()) == []  # no half-written files
     again = run(site.root, "send", "1", "--yes")
     assert again.exit_code == 0, again.output
-    assert _outbox_recipients(site.root) == Counter(f"reader{i:02d}@example.org"
-                                                    for i in range(20))
+    assert _outbox_recipients(site.root) == Counter(f"reader{i:02d}@example.org" for i in range(20))
     assert status(site.root) == Status(20, 20, 0, 0, 0)
 
 
@@ -319,8 +342,9 @@ def _read_only_wrapper(folder: Path) -> tuple[list[str], Callable[[], None]]:
         return [], undo
     script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"'
     wrap = ["unshare", "-m", "sh", "-c", script, str(folder)]
-    probe = subprocess.run([*wrap, "sh", "-c", f'touch "{folder}/.probe"'],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [*wrap, "sh", "-c", f'touch "{folder}/.probe"'], capture_output=True, text=True
+    )
     if shutil.which("unshare") is None or "Read-only file system" not in probe.stderr:
         pytest.skip(f"running as root without a way to mount read-only: {probe.stderr[:200]}")
     return wrap, lambda: None
@@ -336,13 +360,15 @@ def test_a_read_only_state_directory_is_a_clear_error_and_corrupts_nothing(site:
     before, counts = snapshot(state), db_counts(site.root)
     wrap, undo = _read_only_wrapper(state)
     try:
-        for args in (["subscribers", "add", "new@example.org"], ["send", "1", "--yes"],
-                     ["subscribers", "import", str(csv_file)]):
+        for args in (
+            ["subscribers", "add", "new@example.org"],
+            ["send", "1", "--yes"],
+            ["subscribers", "import", str(csv_file)],
+        ):
             result = newsletter(site.root, *args, wrap=wrap)
             assert result.returncode == 1, (args, result.stdout, result.stderr)
             assert "Traceback" not in result.stderr
-            assert "state database" in result.stderr and str(state) in result.stderr, \
-                result.stderr
+            assert "state database" in result.stderr and str(state) in result.stderr, result.stderr
             assert "hint: " in result.stderr
         # The state directory holds only caches for a build: it still works, just slower.
         (site.root / "issues" / "b.md").write_text(issue("Second, again", "2024-04-16"), "utf-8")
@@ -359,7 +385,6 @@ def test_a_read_only_state_directory_is_a_clear_error_and_corrupts_nothing(site:
 
 
 # --- crashes --------------------------------------------------------------------------------
-
 
 
 @pytest.fixture
@@ -379,9 +404,9 @@ def crash_hook() -> Callable[..., dict[str, str]]:
 # The rebuild writes the changed edition's 3 files, then the feeds: crash before the first,
 # after the first, after the edition (before the feeds), and between the two renames of commit.
 @pytest.mark.parametrize("when", ["0", "1", "3", "commit"])
-def test_a_crash_during_build_keeps_the_previous_site(site: Config, when: str,
-                                                      crash_hook: Callable[..., dict[str, str]]
-                                                      ) -> None:
+def test_a_crash_during_build_keeps_the_previous_site(
+    site: Config, when: str, crash_hook: Callable[..., dict[str, str]]
+) -> None:
     assert run(site.root, "build").exit_code == 0
     before = snapshot(site.root / "public")
     _edit_issue(site)
@@ -402,7 +427,8 @@ def test_a_crash_during_build_keeps_the_previous_site(site: Config, when: str,
 
 @pytest.mark.slow
 def test_a_crash_during_a_csv_import_leaves_whole_batches_and_the_rerun_accounts_for_all(
-        site: Config, crash_hook: Callable[..., dict[str, str]]) -> None:
+    site: Config, crash_hook: Callable[..., dict[str, str]]
+) -> None:
     db = open_database(site.database_url)
     try:
         subscribers.add(db, "row05@example.org")  # already on the list
@@ -421,8 +447,9 @@ def test_a_crash_during_a_csv_import_leaves_whole_batches_and_the_rerun_accounts
     csv_file = site.root / "readers.csv"
     csv_file.write_text("\n".join(lines) + "\n", "utf-8")
 
-    crashed = newsletter(site.root, "subscribers", "import", str(csv_file),
-                         env=crash_hook(CRASH_AFTER_BATCHES="1"))
+    crashed = newsletter(
+        site.root, "subscribers", "import", str(csv_file), env=crash_hook(CRASH_AFTER_BATCHES="1")
+    )
     assert crashed.returncode == 137, crashed.stderr
     conn = sqlite3.connect(site.state_dir / "state.db")
     imported = {r[0] for r in conn.execute("SELECT email FROM subscribers WHERE source='import'")}
@@ -436,23 +463,38 @@ def test_a_crash_during_a_csv_import_leaves_whole_batches_and_the_rerun_accounts
     assert result.exit_code == 1  # the bad rows
     bad = sum(1 for line in lines[1:] if line.startswith("not-an"))
     duplicates = sum(1 for line in lines[1:] if line.startswith("ROW"))
-    summary = f"{csv_file}: {len(good) - 10 - 1} added, 10 already on the list, " \
-              f"{duplicates} duplicates, 1 suppressed, {bad} bad rows (40 rows, 1 batches,"
+    summary = (
+        f"{csv_file}: {len(good) - 10 - 1} added, 10 already on the list, "
+        f"{duplicates} duplicates, 1 suppressed, {bad} bad rows (40 rows, 1 batches,"
+    )
     assert result.stdout.startswith(summary), result.stdout
-    listed = {line.split("\t")[0] for line in run(site.root, "subscribers", "list").stdout.split()
-              if "@" in line}
+    listed = {
+        line.split("\t")[0]
+        for line in run(site.root, "subscribers", "list").stdout.split()
+        if "@" in line
+    }
     assert set(good) <= listed
 
 
 # --- an output folder that would swallow the project ----------------------------------------
 
 
-@pytest.mark.parametrize(("how", "out"), [
-    ("--out", "."), ("--out", ".."), ("--out", "issues"), ("--out", "editions"),
-    ("--out", ".newsletter"), ("--out", "templates"), ("config", "."), ("config", "issues/.."),
-])
+@pytest.mark.parametrize(
+    ("how", "out"),
+    [
+        ("--out", "."),
+        ("--out", ".."),
+        ("--out", "issues"),
+        ("--out", "editions"),
+        ("--out", ".newsletter"),
+        ("--out", "templates"),
+        ("config", "."),
+        ("config", "issues/.."),
+    ],
+)
 def test_build_never_replaces_the_project_or_its_inputs(
-        site: Config, monkeypatch: pytest.MonkeyPatch, how: str, out: str) -> None:
+    site: Config, monkeypatch: pytest.MonkeyPatch, how: str, out: str
+) -> None:
     """The atomic swap replaces the output folder whole: pointed at the project (or a folder
     it reads), a build used to delete config.toml and every issue file."""
     for folder in ("editions", "templates"):
@@ -462,28 +504,37 @@ def test_build_never_replaces_the_project_or_its_inputs(
     before = snapshot(site.root)
     monkeypatch.chdir(site.root)
     if how == "config":
-        site.path.write_text(site.path.read_text("utf-8") + f'\n[build]\nout = "{out}"\n',
-                             "utf-8")
+        site.path.write_text(site.path.read_text("utf-8") + f'\n[build]\nout = "{out}"\n', "utf-8")
         before = snapshot(site.root)
         result = run(site.root, "build")
     else:
         result = run(site.root, "build", "--out", out)
     assert_no_crash(result)
     assert result.exit_code == 1, result.output
-    assert "cannot build here: every build replaces this folder whole, which would delete" \
-        in result.stderr, result.stderr
+    assert (
+        "cannot build here: every build replaces this folder whole, which would delete"
+        in result.stderr
+    ), result.stderr
     assert snapshot(site.root) == before
     assert sorted(p.name for p in site.root.parent.iterdir()) == ["site"]
 
 
 def test_an_empty_path_in_the_config_is_a_located_error(site: Config) -> None:
-    for section, key in (("build", "out"), ("build", "issues_dir"), ("editions", "notes_dir"),
-                         ("editions", "lock_file")):
-        text = BASE_CONFIG + f'\n[{section}]\n{key} = ""\n' if section == "build" else \
-            BASE_CONFIG.replace("[editions]\n", f'[editions]\n{key} = ""\n')
+    for section, key in (
+        ("build", "out"),
+        ("build", "issues_dir"),
+        ("editions", "notes_dir"),
+        ("editions", "lock_file"),
+    ):
+        text = (
+            BASE_CONFIG + f'\n[{section}]\n{key} = ""\n'
+            if section == "build"
+            else BASE_CONFIG.replace("[editions]\n", f'[editions]\n{key} = ""\n')
+        )
         site.path.write_text(text, "utf-8")
         line = next(n for n, t in enumerate(text.splitlines(), 1) if t == f'{key} = ""')
         result = run(site.root, "build")
         assert result.exit_code == 1
-        assert result.stderr.startswith(f"config.toml:{line}: [{section}] {key}: must not be "
-                                        "empty"), result.stderr
+        assert result.stderr.startswith(
+            f"config.toml:{line}: [{section}] {key}: must not be empty"
+        ), result.stderr

@@ -46,8 +46,7 @@ class Site:
 
     def send(self, **kw: Any) -> SendReport:
         plan = plan_send(self.config, 1, db=self.db)
-        return send_edition(self.config, plan, db=self.db, environ=SEND_ENV, timer=self.timer,
-                            **kw)
+        return send_edition(self.config, plan, db=self.db, environ=SEND_ENV, timer=self.timer, **kw)
 
     def failures(self) -> dict[str, str]:
         from newsletter.state.ledger import Ledger
@@ -60,9 +59,10 @@ def make_site(make_project: MakeProject, frozen_now: object) -> Iterator[Callabl
     opened: list[Database] = []
 
     def make(sender: str) -> Site:
-        config = make_project({"issues/a.md": issue("Paper", "2024-04-09", "Body.",
-                                                     url="https://arxiv.org/abs/1")},
-                              extra_config=sender)
+        config = make_project(
+            {"issues/a.md": issue("Paper", "2024-04-09", "Body.", url="https://arxiv.org/abs/1")},
+            extra_config=sender,
+        )
         db = open_state(config)
         opened.append(db)
         for address in ADDRESSES:
@@ -119,8 +119,7 @@ def accepted(server: SMTPServer) -> Counter[str]:
     return Counter(server.recipients)
 
 
-def assert_everyone_once(server: SMTPServer, site: Site, *,
-                         except_: Collection[str] = ()) -> None:
+def assert_everyone_once(server: SMTPServer, site: Site, *, except_: Collection[str] = ()) -> None:
     counts = accepted(server)
     assert set(counts) == set(ADDRESSES) - set(except_), sorted(set(ADDRESSES) ^ set(counts))
     assert max(counts.values()) == 1, [a for a, n in counts.items() if n > 1]
@@ -179,13 +178,17 @@ def test_421_at_connect_is_retried_later(servers: Servers, make_site: Callable[.
     assert status(site.config.root) == Status(RECIPIENTS, RECIPIENTS, 0, 0, 0)
 
 
-@pytest.mark.parametrize(("reply", "times"), [
-    ("451 4.7.1 Greylisted, please try again later", 2),
-    ("452 4.5.3 Too many recipients", 1),
-    ("450 4.2.0 Mailbox busy", 3),
-])
+@pytest.mark.parametrize(
+    ("reply", "times"),
+    [
+        ("451 4.7.1 Greylisted, please try again later", 2),
+        ("452 4.5.3 Too many recipients", 1),
+        ("450 4.2.0 Mailbox busy", 3),
+    ],
+)
 def test_temporary_rcpt_refusals_are_retried_with_backoff(
-        servers: Servers, make_site: Callable[..., Site], reply: str, times: int) -> None:
+    servers: Servers, make_site: Callable[..., Site], reply: str, times: int
+) -> None:
     server = servers.start()
     flaky = ADDRESSES[3:40:7]
     for address in flaky:
@@ -201,12 +204,16 @@ def test_temporary_rcpt_refusals_are_retried_with_backoff(
 
 
 def test_permanent_rcpt_refusals_are_recorded_and_hard_bounces_suppressed(
-        servers: Servers, make_site: Callable[..., Site]) -> None:
+    servers: Servers, make_site: Callable[..., Site]
+) -> None:
     server = servers.start()
     unknown = ADDRESSES[5:8]
     for address in unknown:
-        server.reject_rcpt(address, f"550 5.1.1 <{address}>: Recipient address rejected: "
-                                    "User unknown in virtual mailbox table")
+        server.reject_rcpt(
+            address,
+            f"550 5.1.1 <{address}>: Recipient address rejected: "
+            "User unknown in virtual mailbox table",
+        )
     server.reject_rcpt(ADDRESSES[9], "550 5.7.1 Message rejected by policy")
     site = make_site(smtp_config(server))
     report = site.send()
@@ -228,7 +235,8 @@ def test_permanent_rcpt_refusals_are_recorded_and_hard_bounces_suppressed(
 
 
 def test_connections_dropped_mid_data_lose_and_duplicate_nothing(
-        servers: Servers, make_site: Callable[..., Site]) -> None:
+    servers: Servers, make_site: Callable[..., Site]
+) -> None:
     server = servers.start()
     server.drop_data(times=9)
     site = make_site(smtp_config(server))
@@ -241,7 +249,8 @@ def test_connections_dropped_mid_data_lose_and_duplicate_nothing(
 
 
 def test_a_server_stalling_past_the_timeout_is_abandoned_and_retried(
-        servers: Servers, make_site: Callable[..., Site]) -> None:
+    servers: Servers, make_site: Callable[..., Site]
+) -> None:
     timeout = 0.5
     server = servers.start()
     server.stall("DATA")  # every session hangs after the message data, before its 250
@@ -309,8 +318,13 @@ class PostmarkAPI:
 
     @staticmethod
     def ok(message: dict[str, Any]) -> dict[str, Any]:
-        return {"ErrorCode": 0, "Message": "OK", "MessageID": f"pm-{message['To']}",
-                "To": message["To"], "SubmittedAt": "2024-06-01T00:00:00Z"}
+        return {
+            "ErrorCode": 0,
+            "Message": "OK",
+            "MessageID": f"pm-{message['To']}",
+            "To": message["To"],
+            "SubmittedAt": "2024-06-01T00:00:00Z",
+        }
 
     def sender(self) -> PostmarkSender:
         return PostmarkSender(TOKEN, client=httpx.Client(transport=httpx.MockTransport(self)))
@@ -321,13 +335,25 @@ def _first(count: int, answer: Callable[[], httpx.Response]) -> Respond:
 
 
 @pytest.mark.parametrize("retry_after", ["30", "http-date"])
-def test_429_waits_at_least_retry_after_then_delivers(make_site: Callable[..., Site],
-                                                      retry_after: str) -> None:
+def test_429_waits_at_least_retry_after_then_delivers(
+    make_site: Callable[..., Site], retry_after: str
+) -> None:
     seconds = 30.0 if retry_after == "30" else 45.0
-    value = retry_after if retry_after == "30" else format_datetime(
-        clock.now() + timedelta(seconds=45), usegmt=True)
-    api = PostmarkAPI(_first(1, lambda: httpx.Response(
-        429, headers={"Retry-After": value}, json={"ErrorCode": 429, "Message": "Rate limit"})))
+    value = (
+        retry_after
+        if retry_after == "30"
+        else format_datetime(clock.now() + timedelta(seconds=45), usegmt=True)
+    )
+    api = PostmarkAPI(
+        _first(
+            1,
+            lambda: httpx.Response(
+                429,
+                headers={"Retry-After": value},
+                json={"ErrorCode": 429, "Message": "Rate limit"},
+            ),
+        )
+    )
     site = make_site(POSTMARK_CONFIG)
     report = site.send(sender=api.sender())
     assert report.run.retried == 8 and report.run.passes == 2
@@ -336,10 +362,12 @@ def test_429_waits_at_least_retry_after_then_delivers(make_site: Callable[..., S
     assert status(site.config.root) == Status(RECIPIENTS, RECIPIENTS, 0, 0, 0)
 
 
-@pytest.mark.parametrize("fault", ["500", "502", "503", "malformed json", "wrong count",
-                                   "read timeout", "connect error"])
-def test_transient_http_faults_are_retried_until_delivered(make_site: Callable[..., Site],
-                                                           fault: str) -> None:
+@pytest.mark.parametrize(
+    "fault", ["500", "502", "503", "malformed json", "wrong count", "read timeout", "connect error"]
+)
+def test_transient_http_faults_are_retried_until_delivered(
+    make_site: Callable[..., Site], fault: str
+) -> None:
     def answer() -> httpx.Response:
         if fault.isdigit():
             return httpx.Response(int(fault), text="<html>Bad Gateway</html>")
@@ -373,8 +401,11 @@ def test_partial_batch_failures_are_handled_per_message(make_site: Callable[...,
             to = m["To"]
             seen[to] += 1
             if to in inactive:
-                item = {"ErrorCode": 406, "Message": f"You tried to send to recipient(s) that "
-                                                     f"have been marked as inactive: {to}"}
+                item = {
+                    "ErrorCode": 406,
+                    "Message": f"You tried to send to recipient(s) that "
+                    f"have been marked as inactive: {to}",
+                }
             elif to in invalid:
                 item = {"ErrorCode": 300, "Message": f"Invalid 'To' address: '{to}'."}
             elif to in throttled and seen[to] == 1:
@@ -403,12 +434,15 @@ def test_partial_batch_failures_are_handled_per_message(make_site: Callable[...,
 
 
 def test_a_fault_that_never_clears_gives_up_after_max_attempts(
-        make_site: Callable[..., Site]) -> None:
+    make_site: Callable[..., Site],
+) -> None:
     api = PostmarkAPI(lambda number, batch: httpx.Response(503, text="down for maintenance"))
     site = make_site(POSTMARK_CONFIG + "max_attempts = 3\nmax_consecutive_errors = 1000\n")
     report = site.send(sender=api.sender())
     assert report.run.passes == 3 and report.run.failed == RECIPIENTS
     assert api.accepted == Counter()
-    assert all(e.startswith("gave up after 3 attempts: postmark: HTTP 503")
-               for e in site.failures().values())
+    assert all(
+        e.startswith("gave up after 3 attempts: postmark: HTTP 503")
+        for e in site.failures().values()
+    )
     assert status(site.config.root) == Status(RECIPIENTS, 0, RECIPIENTS, 0, 0)

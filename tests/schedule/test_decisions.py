@@ -30,51 +30,81 @@ from tests.schedule import (
 
 
 # ---- fire times -------------------------------------------------------------------------------
-@pytest.mark.parametrize(("weekday", "expected"), [
-    ("1", {"Mon"}), ("0", {"Sun"}), ("7", {"Sun"}), ("mon", {"Mon"}),
-    ("1-5", {"Mon", "Tue", "Wed", "Thu", "Fri"}), ("5-7", {"Fri", "Sat", "Sun"}),
-    ("*/2", {"Sun", "Tue", "Thu", "Sat"}), ("sat,0", {"Sat", "Sun"}),
-])
+@pytest.mark.parametrize(
+    ("weekday", "expected"),
+    [
+        ("1", {"Mon"}),
+        ("0", {"Sun"}),
+        ("7", {"Sun"}),
+        ("mon", {"Mon"}),
+        ("1-5", {"Mon", "Tue", "Wed", "Thu", "Fri"}),
+        ("5-7", {"Fri", "Sat", "Sun"}),
+        ("*/2", {"Sun", "Tue", "Thu", "Sat"}),
+        ("sat,0", {"Sat", "Sun"}),
+    ],
+)
 def test_weekday_numbers_mean_what_crontab_means(weekday: str, expected: set[str]) -> None:
     # APScheduler 3 alone would read "1" as Tuesday and "*/2" as Mon, Wed, Fri, Sun.
-    fires = fire_times(f"0 8 * * {weekday}", UTC, datetime(2024, 6, 2, tzinfo=UTC),
-                       datetime(2024, 6, 9, tzinfo=UTC))
+    fires = fire_times(
+        f"0 8 * * {weekday}",
+        UTC,
+        datetime(2024, 6, 2, tzinfo=UTC),
+        datetime(2024, 6, 9, tzinfo=UTC),
+    )
     assert {f.strftime("%a") for f in fires} == expected
     assert all(f.hour == 8 for f in fires)
 
 
 def test_impossible_weekday_is_a_schedule_error() -> None:
     with pytest.raises(ScheduleError, match="weekday '8'"):
-        fire_times("0 8 * * 8", UTC, datetime(2024, 6, 2, tzinfo=UTC),
-                   datetime(2024, 6, 9, tzinfo=UTC))
+        fire_times(
+            "0 8 * * 8", UTC, datetime(2024, 6, 2, tzinfo=UTC), datetime(2024, 6, 9, tzinfo=UTC)
+        )
 
 
 def test_fires_keep_local_time_across_dst() -> None:
     berlin = ZoneInfo("Europe/Berlin")  # summer time from 2024-03-31
-    fires = fire_times("0 8 * * mon", berlin, datetime(2024, 3, 17, tzinfo=berlin),
-                       datetime(2024, 4, 9, tzinfo=berlin))
+    fires = fire_times(
+        "0 8 * * mon",
+        berlin,
+        datetime(2024, 3, 17, tzinfo=berlin),
+        datetime(2024, 4, 9, tzinfo=berlin),
+    )
     assert [f.strftime("%m-%d %H:%M %Z") for f in fires] == [
-        "03-18 08:00 CET", "03-25 08:00 CET", "04-01 08:00 CEST", "04-08 08:00 CEST"]
+        "03-18 08:00 CET",
+        "03-25 08:00 CET",
+        "04-01 08:00 CEST",
+        "04-08 08:00 CEST",
+    ]
     assert [f.astimezone(UTC).hour for f in fires] == [7, 7, 6, 6]
 
 
 def test_repeated_and_skipped_wall_clock_times_fire_once_a_day() -> None:
     ny = ZoneInfo("America/New_York")
-    fall = fire_times("30 1 * * *", ny, datetime(2024, 11, 2, tzinfo=ny),
-                      datetime(2024, 11, 5, tzinfo=ny))  # 01:30 happens twice on 11-03
+    fall = fire_times(
+        "30 1 * * *", ny, datetime(2024, 11, 2, tzinfo=ny), datetime(2024, 11, 5, tzinfo=ny)
+    )  # 01:30 happens twice on 11-03
     assert [f.isoformat() for f in fall] == [
-        "2024-11-02T01:30:00-04:00", "2024-11-03T01:30:00-04:00", "2024-11-04T01:30:00-05:00"]
-    spring = fire_times("30 2 * * *", ny, datetime(2024, 3, 9, tzinfo=ny),
-                        datetime(2024, 3, 12, tzinfo=ny))  # 02:30 does not exist on 03-10
+        "2024-11-02T01:30:00-04:00",
+        "2024-11-03T01:30:00-04:00",
+        "2024-11-04T01:30:00-05:00",
+    ]
+    spring = fire_times(
+        "30 2 * * *", ny, datetime(2024, 3, 9, tzinfo=ny), datetime(2024, 3, 12, tzinfo=ny)
+    )  # 02:30 does not exist on 03-10
     assert [f.isoformat() for f in spring] == [
-        "2024-03-09T02:30:00-05:00", "2024-03-10T03:30:00-04:00", "2024-03-11T02:30:00-04:00"]
+        "2024-03-09T02:30:00-05:00",
+        "2024-03-10T03:30:00-04:00",
+        "2024-03-11T02:30:00-04:00",
+    ]
 
 
 def test_previous_and_next_fire() -> None:
     assert previous_fire("0 8 * * mon", SHANGHAI, sh(8, 10)) == sh(8, 3)
     assert next_fire("0 8 * * mon", SHANGHAI, sh(8, 10)) == sh(8, 17)
     assert previous_fire("0 8 29 2 *", SHANGHAI, sh(8, 10)) == datetime(
-        2024, 2, 29, 8, tzinfo=SHANGHAI)
+        2024, 2, 29, 8, tzinfo=SHANGHAI
+    )
 
 
 # ---- catch-up decisions -----------------------------------------------------------------------
@@ -87,8 +117,7 @@ def decide(last: datetime | None, now: datetime, grace: float = SIX_HOURS):  # t
 
 def test_on_time_fire_runs_with_the_previous_fire_as_window() -> None:
     d = decide(sh(8, 3), sh(8, 10) + timedelta(seconds=2))
-    assert (d.action, d.fire, d.since, d.late) == ("run", sh(8, 10), sh(8, 3),
-                                                     timedelta(seconds=2))
+    assert (d.action, d.fire, d.since, d.late) == ("run", sh(8, 10), sh(8, 3), timedelta(seconds=2))
     assert d.next_fire == sh(8, 17) and not d.missed and not d.coalesced
 
 
@@ -122,10 +151,8 @@ def test_without_history_only_a_fire_within_grace_counts() -> None:
 
 def test_interrupted_send_active_within_grace_is_resumed_not_skipped() -> None:
     skip = decide(sh(8, 3), sh(20, 10))
-    kept = resume_decision(skip, cron=CRON, tz=SHANGHAI, active_at=sh(19, 10),
-                           grace=SIX_HOURS)
-    assert (kept.action, kept.fire, kept.since, kept.resuming) == (
-        "run", sh(8, 10), sh(8, 3), True)
+    kept = resume_decision(skip, cron=CRON, tz=SHANGHAI, active_at=sh(19, 10), grace=SIX_HOURS)
+    assert (kept.action, kept.fire, kept.since, kept.resuming) == ("run", sh(8, 10), sh(8, 3), True)
     stale = resume_decision(skip, cron=CRON, tz=SHANGHAI, active_at=sh(9, 10), grace=SIX_HOURS)
     assert stale.action == "skip"
 
@@ -137,8 +164,9 @@ def test_due_edition_is_the_latest_closed_in_the_window(project, at) -> None:  #
     grouping = load_and_group(cfg, now=now)
     with open_state(cfg) as db:
         ledger = Ledger(db)
-        assert due_edition(grouping, ledger, sh(8, 10), config=cfg, since=sh(8, 3)).key \
-            == "2024-W23"
+        assert (
+            due_edition(grouping, ledger, sh(8, 10), config=cfg, since=sh(8, 3)).key == "2024-W23"
+        )
         pick = pick_edition(cfg, grouping, ledger, since=sh(8, 3), until=sh(8, 17))
         assert pick.edition is not None and pick.edition.key == "2024-W24"
         assert [e.key for e in pick.passed_over] == ["2024-W23"]
@@ -153,8 +181,9 @@ def test_open_and_empty_periods_send_nothing_and_say_why(project, at) -> None:  
     with open_state(cfg) as db:
         empty = pick_edition(cfg, grouping, Ledger(db), since=sh(8, 3), until=sh(8, 10))
         assert empty.edition is None
-        assert empty.reason == ("the week 2024-06-03 – 2024-06-09 has no published issues: "
-                                "nothing to send")
+        assert empty.reason == (
+            "the week 2024-06-03 – 2024-06-09 has no published issues: nothing to send"
+        )
         # W24 has an issue but is still open on 06-10: the latest closed edition is W22.
         latest = due_edition(grouping, Ledger(db), sh(9, 10), config=cfg)
         assert latest is not None and latest.key == "2024-W22"

@@ -21,7 +21,7 @@ from newsletter.state.lease import Lease
 from newsletter.state.ledger import Ledger
 from newsletter.state.schema import deliveries
 from tests.conftest import BASE_CONFIG, MakeProject, issue
-from tests.smtpd_fixture import SMTPServer, make_smtp_server  # noqa: F401 - a fixture
+from tests.smtpd_fixture import SMTPServer
 
 REPO = Path(__file__).resolve().parents[2]
 # The lead registers the command in cli.py; importing the module here works either way.
@@ -39,8 +39,9 @@ def wait_for(condition: Callable[[], object], seconds: float = 60.0) -> None:
 
 def smtp_project(make_project: MakeProject, port: int, emails: list[str]) -> Config:
     """A week with one issue, SMTP at ``port`` at 4 messages/s over one connection."""
-    cfg = make_project(files={"issues/a.md": issue("Paper", "2024-05-29T10:00:00+08:00")},
-                       extra_config=f"""
+    cfg = make_project(
+        files={"issues/a.md": issue("Paper", "2024-05-29T10:00:00+08:00")},
+        extra_config=f"""
 [schedule]
 cron = "0 8 * * mon"
 misfire_grace = "6h"
@@ -55,20 +56,28 @@ host = "127.0.0.1"
 port = {port}
 security = "none"
 connections = 1
-""")
+""",
+    )
     with open_state(cfg) as db:
         for email in emails:
             subscribers.add(db, email)
     return cfg
 
 
-def schedule(cfg: Config, *args: str, now: str = FIRE_PLUS_1MIN,
-             log: Path | None = None) -> subprocess.Popen[str]:
+def schedule(
+    cfg: Config, *args: str, now: str = FIRE_PLUS_1MIN, log: Path | None = None
+) -> subprocess.Popen[str]:
     env = {**os.environ, "NEWSLETTER_SECRET": SECRET, "NEWSLETTER_NOW": now}
     out = log.open("w") if log else subprocess.PIPE
     try:
-        return subprocess.Popen([sys.executable, "-c", CLI, "-C", str(cfg.root), "schedule",
-                                 *args], env=env, stdout=out, stderr=out, text=True, cwd=REPO)
+        return subprocess.Popen(
+            [sys.executable, "-c", CLI, "-C", str(cfg.root), "schedule", *args],
+            env=env,
+            stdout=out,
+            stderr=out,
+            text=True,
+            cwd=REPO,
+        )
     finally:
         if log:
             out.close()  # type: ignore[union-attr]
@@ -78,9 +87,19 @@ def schedule(cfg: Config, *args: str, now: str = FIRE_PLUS_1MIN,
 def smtpd_process(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """The SMTP fixture in its own process: (port, record file of accepted recipients)."""
     port_file, record = tmp_path / "smtpd.port", tmp_path / "smtpd.record"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.smtpd_fixture", "--port-file",
-                             str(port_file), "--record-file", str(record), "--no-starttls"],
-                            cwd=REPO)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.smtpd_fixture",
+            "--port-file",
+            str(port_file),
+            "--record-file",
+            str(record),
+            "--no-starttls",
+        ],
+        cwd=REPO,
+    )
     try:
         wait_for(lambda: port_file.exists() or proc.poll() is not None, 30)
         assert proc.poll() is None, "the SMTP fixture did not start"
@@ -97,13 +116,19 @@ def accepted(record: Path) -> list[str]:
 
 def ledger_sent(cfg: Config, edition: int) -> set[str]:
     with open_state(cfg) as db, db.connect() as conn:
-        return set(conn.execute(select(deliveries.c.email).where(
-            deliveries.c.edition == edition, deliveries.c.status == "sent")).scalars())
+        return set(
+            conn.execute(
+                select(deliveries.c.email).where(
+                    deliveries.c.edition == edition, deliveries.c.status == "sent"
+                )
+            ).scalars()
+        )
 
 
 @pytest.mark.slow
 def test_restart_after_kill_resumes_without_duplicates(
-        make_project: MakeProject, smtpd_process: tuple[int, Path]) -> None:
+    make_project: MakeProject, smtpd_process: tuple[int, Path]
+) -> None:
     port, record = smtpd_process
     emails = [f"reader{i:02d}@example.org" for i in range(20)]
     cfg = smtp_project(make_project, port, emails)
@@ -138,7 +163,8 @@ def test_restart_after_kill_resumes_without_duplicates(
 
 
 def test_sigterm_finishes_the_message_in_flight_and_a_rerun_completes(
-        make_project: MakeProject, make_smtp_server: Callable[..., SMTPServer]) -> None:  # noqa: F811
+    make_project: MakeProject, make_smtp_server: Callable[..., SMTPServer]
+) -> None:
     server = make_smtp_server(starttls=False)
     emails = [f"member{i:02d}@example.org" for i in range(12)]
     cfg = smtp_project(make_project, server.port, emails)
@@ -165,22 +191,29 @@ def test_sigterm_finishes_the_message_in_flight_and_a_rerun_completes(
 
 
 def test_second_scheduler_is_refused_and_sigterm_stops_the_first(
-        make_project: MakeProject, tmp_path: Path) -> None:
-    cfg = make_project(files={"issues/a.md": issue("Paper", "2024-05-29T10:00:00+08:00")},
-                       config=BASE_CONFIG, extra_config='[schedule]\ncron = "0 8 * * mon"\n')
+    make_project: MakeProject, tmp_path: Path
+) -> None:
+    cfg = make_project(
+        files={"issues/a.md": issue("Paper", "2024-05-29T10:00:00+08:00")},
+        config=BASE_CONFIG,
+        extra_config='[schedule]\ncron = "0 8 * * mon"\n',
+    )
     now = "2024-06-01T12:00:00+08:00"  # a Saturday: nothing due, the scheduler waits
     first_log = tmp_path / "first.log"
     first = schedule(cfg, now=now, log=first_log)
     try:
-        wait_for(lambda: "waiting; next fire" in first_log.read_text()
-                 or first.poll() is not None, 30)
+        wait_for(
+            lambda: "waiting; next fire" in first_log.read_text() or first.poll() is not None, 30
+        )
         assert first.poll() is None, first_log.read_text()
         for args in (("--once",), ()):
             other = schedule(cfg, *args, now=now)
             _, log = other.communicate(timeout=30)
             assert other.returncode == 1, log
-            assert f"another scheduler is running against {cfg.state_dir / 'state.db'}: " \
-                   f"{os.uname().nodename}:{first.pid} holds the lease" in log
+            assert (
+                f"another scheduler is running against {cfg.state_dir / 'state.db'}: "
+                f"{os.uname().nodename}:{first.pid} holds the lease" in log
+            )
         first.send_signal(signal.SIGTERM)
         assert first.wait(30) == 0, first_log.read_text()
     finally:

@@ -55,8 +55,13 @@ def run(cfg: Config, sender: MemorySender, **kw: object):  # type: ignore[no-unt
 
 def test_fire_at_local_time_across_a_dst_change(project, at) -> None:  # type: ignore[no-untyped-def]
     berlin = BASE_CONFIG.replace('timezone = "Asia/Shanghai"', 'timezone = "Europe/Berlin"')
-    cfg = project({"issues/a.md": issue("March", "2024-03-20T10:00:00+01:00"),
-                   "issues/b.md": issue("Easter", "2024-03-27T10:00:00+01:00")}, config=berlin)
+    cfg = project(
+        {
+            "issues/a.md": issue("March", "2024-03-20T10:00:00+01:00"),
+            "issues/b.md": issue("Easter", "2024-03-27T10:00:00+01:00"),
+        },
+        config=berlin,
+    )
     sender = MemorySender()
     at(datetime(2024, 3, 25, 7, 0, 30, tzinfo=UTC))  # 08:00:30 CET
     assert run(cfg, sender).status == "sent"
@@ -65,10 +70,13 @@ def test_fire_at_local_time_across_a_dst_change(project, at) -> None:  # type: i
     at(datetime(2024, 4, 1, 6, 0, 30, tzinfo=UTC))  # 08:00:30 CEST
     summary = run(cfg, sender)
     assert (summary.status, summary.decision.fire.isoformat()) == (  # type: ignore[union-attr]
-        "sent", "2024-04-01T08:00:00+02:00")
+        "sent",
+        "2024-04-01T08:00:00+02:00",
+    )
     keys = {e.number: e.key for e in load_and_group(cfg, now=clock.now()).editions}
     assert sorted((keys[n], r) for n, r in recipients(sender)) == sorted(
-        [("2024-W12", e) for e in EMAILS] + [("2024-W13", e) for e in EMAILS])
+        [("2024-W12", e) for e in EMAILS] + [("2024-W13", e) for e in EMAILS]
+    )
 
 
 def test_catch_up_within_grace_sends_once(project, at, caplog) -> None:  # type: ignore[no-untyped-def]
@@ -97,10 +105,14 @@ def test_beyond_grace_skips_and_never_sends_late(project, at, caplog) -> None:  
     at(sh(15, 10))  # 7 h late, grace 6 h
     summary = run(cfg, sender)
     assert summary.status == "skipped" and summary.sent == 0
-    assert "fire Mon 2024-06-10 08:00 CST was missed by 7 h (more than misfire_grace 6 h): " \
-           "skipped, not sent late" in caplog.text
-    assert "edition 2 was not sent; send it by hand if you still want it out: " \
-           "newsletter send 2" in caplog.text
+    assert (
+        "fire Mon 2024-06-10 08:00 CST was missed by 7 h (more than misfire_grace 6 h): "
+        "skipped, not sent late" in caplog.text
+    )
+    assert (
+        "edition 2 was not sent; send it by hand if you still want it out: "
+        "newsletter send 2" in caplog.text
+    )
     at(sh(15, 10, minute=20))
     assert run(cfg, sender).status == "idle"
     at(sh(8, 17, minute=1))  # the next fire: W24 is empty, and W23 stays unsent
@@ -111,9 +123,11 @@ def test_beyond_grace_skips_and_never_sends_late(project, at, caplog) -> None:  
 
 def test_empty_week_builds_and_publishes_but_sends_nothing(project, at, tmp_path) -> None:  # type: ignore[no-untyped-def]
     script = tmp_path / "publish.py"
-    script.write_text("import os, pathlib\npathlib.Path('published.txt').write_text("
-                      "repr((os.environ['NEWSLETTER_EDITION'], pathlib.Path("
-                      "os.environ['NEWSLETTER_OUT'], 'feed.xml').is_file())))\n")
+    script.write_text(
+        "import os, pathlib\npathlib.Path('published.txt').write_text("
+        "repr((os.environ['NEWSLETTER_EDITION'], pathlib.Path("
+        "os.environ['NEWSLETTER_OUT'], 'feed.xml').is_file())))\n"
+    )
     command = shlex.join([sys.executable, str(script)])
     cfg = project({"issues/a.md": W22}, extra=publish(command))
     sender = MemorySender()
@@ -139,8 +153,10 @@ def test_two_editions_closed_in_one_window_only_the_latest_is_sent(project, at, 
     w24 = edition_number(cfg, clock.now(), "2024-W24")
     assert (summary.status, summary.edition) == ("sent", w24)
     assert "1 earlier fire(s) folded into this one" in caplog.text
-    assert "edition 2 'Test Digest #2' also closed since the previous fire but only the " \
-           "latest is sent automatically" in caplog.text
+    assert (
+        "edition 2 'Test Digest #2' also closed since the previous fire but only the "
+        "latest is sent automatically" in caplog.text
+    )
     assert {n for n, _ in recipients(sender)} == {1, w24}
 
 
@@ -164,8 +180,11 @@ def test_second_scheduler_is_refused(project, at) -> None:  # type: ignore[no-un
     sender = MemorySender()
     at(sh(8, 3, minute=1))
     with open_state(cfg) as db, LeaseKeeper(db, holder="other-host:4242"):
-        with pytest.raises(ScheduleError, match=r"another scheduler is running .* "
-                                                r"other-host:4242 holds the lease"):
+        with pytest.raises(
+            ScheduleError,
+            match=r"another scheduler is running .* "
+            r"other-host:4242 holds the lease",
+        ):
             run(cfg, sender)
         assert sender.sent == []
         assert FireLog(db).recent() == []
@@ -183,16 +202,21 @@ def test_lease_of_a_dead_local_process_is_taken_over(project, at, caplog) -> Non
         with pytest.raises(ScheduleError, match="another scheduler"):
             run(cfg, MemorySender())
         Lease(db, "scheduler", f"{host}:{os.getppid()}").release()
-        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         Lease(db, "scheduler", f"{host}:{dead}").acquire()
     assert run(cfg, MemorySender()).status == "sent"
     assert f"took over the scheduler lease of {host}:{dead}" in caplog.text
 
 
 def test_failing_publish_command_stops_before_sending_and_is_retried(project, at) -> None:  # type: ignore[no-untyped-def]
-    fail = shlex.join([sys.executable, "-c",
-                       "import sys; print('rsync: connection refused'); sys.exit(23)"])
+    fail = shlex.join(
+        [sys.executable, "-c", "import sys; print('rsync: connection refused'); sys.exit(23)"]
+    )
     cfg = project({"issues/a.md": W22}, extra=publish(fail))
     sender = MemorySender()
     at(sh(8, 3, minute=1))
@@ -202,7 +226,8 @@ def test_failing_publish_command_stops_before_sending_and_is_retried(project, at
     with open_state(cfg) as db:
         assert FireLog(db).get(sh(8, 3)).status == "failed"  # type: ignore[union-attr]
     (cfg.root / "config.toml").write_text(
-        (cfg.root / "config.toml").read_text().replace("sys.exit(23)", "sys.exit(0)"))
+        (cfg.root / "config.toml").read_text().replace("sys.exit(23)", "sys.exit(0)")
+    )
     fixed = load_config(cfg.root, environ={})
     at(sh(9, 3))  # within the grace: the next `--once` tries again
     assert run(fixed, sender).status == "sent"
@@ -219,7 +244,7 @@ def test_publish_command_timeout_and_missing_program(make_project: MakeProject) 
     cfg = make_project(extra_config="[publish]\ncommand = 'no-such-program-xyz --go'\n")
     with pytest.raises(PublishError, match="cannot run 'no-such-program-xyz'"):
         run_publish_command(cfg, edition=None)
-    cfg = make_project(extra_config="[publish]\ncommand = \"rsync 'public/\"\n")
+    cfg = make_project(extra_config='[publish]\ncommand = "rsync \'public/"\n')
     with pytest.raises(PublishError, match=r"cannot parse .*No closing quotation"):
         run_publish_command(cfg, edition=None)
 
@@ -263,8 +288,10 @@ def test_interrupted_send_long_ago_is_not_resumed_by_surprise(project, at, caplo
     at(sh(20, 3))  # 12 h later
     assert run(cfg, late).status == "skipped"
     assert late.sent == []
-    assert "the interrupted send of edition 1 (3 of 6 sent) is not resumed this late; finish " \
-           "it by hand: newsletter send 1 --yes" in caplog.text
+    assert (
+        "the interrupted send of edition 1 (3 of 6 sent) is not resumed this late; finish "
+        "it by hand: newsletter send 1 --yes" in caplog.text
+    )
     at(sh(8, 10, minute=1))
     assert run(cfg, late).status == "nothing"
     with open_state(cfg) as db:
@@ -281,11 +308,14 @@ def test_unfinished_older_fire_is_abandoned_loudly_once(project, at, caplog) -> 
     at(sh(8, 10, minute=1))  # down all week; the next fire sends the next edition
     summary = run(cfg, sender)
     assert (summary.status, summary.edition) == ("sent", 2)
-    warning = ("the run of fire Mon 2024-06-03 08:00 CST did not finish (interrupted, stopped "
-               "by signal")
+    warning = (
+        "the run of fire Mon 2024-06-03 08:00 CST did not finish (interrupted, stopped by signal"
+    )
     assert warning in caplog.text
-    assert "a later fire does not resume edition 1: finish it with `newsletter send 1 --yes`" \
+    assert (
+        "a later fire does not resume edition 1: finish it with `newsletter send 1 --yes`"
         in caplog.text
+    )
     caplog.clear()
     at(sh(8, 17, minute=1))
     run(cfg, sender)
@@ -323,14 +353,19 @@ def test_foreground_scheduler_job_fires_and_stops_cleanly(project, at) -> None: 
         scheduler = current_scheduler()
         assert scheduler is not None
         job = scheduler.get_job("newsletter-send")
-        assert (job.func_ref, job.args, job.misfire_grace_time, job.coalesce,
-                job.max_instances) == ("newsletter.schedule_runner:scheduled_job",
-                                       (str(cfg.root),), 21600, True, 1)
+        assert (
+            job.func_ref,
+            job.args,
+            job.misfire_grace_time,
+            job.coalesce,
+            job.max_instances,
+        ) == ("newsletter.schedule_runner:scheduled_job", (str(cfg.root),), 21600, True, 1)
         # APScheduler computes the wake-up from the real clock: a Monday, 08:00 local time.
         assert job.next_run_time.strftime("%a %H:%M %Z") == "Mon 08:00 CST"
         with open_state(cfg) as db, db.connect() as conn:  # the job store is the state db
-            assert conn.exec_driver_sql("SELECT id FROM apscheduler_jobs").scalars().all() \
-                == ["newsletter-send"]
+            assert conn.exec_driver_sql("SELECT id FROM apscheduler_jobs").scalars().all() == [
+                "newsletter-send"
+            ]
         at(sh(8, 3, minute=0) + timedelta(seconds=3))
         scheduler.modify_job("newsletter-send", next_run_time=datetime.now(UTC))  # fire now
 

@@ -29,7 +29,7 @@ def make_message(i: int, **changes: Any) -> SimpleMessage:
         "recipient": f"reader{i}@example.org",
         "subject": "ML 论文周报 第7期",
         "from_header": FROM,
-        "html": f"<p>Hello {i}</p><a href=\"https://x/unsubscribe/TOKEN{i}\">unsubscribe</a>",
+        "html": f'<p>Hello {i}</p><a href="https://x/unsubscribe/TOKEN{i}">unsubscribe</a>',
         "text": f"Hello {i}\n\nUnsubscribe: https://x/unsubscribe/TOKEN{i}\n",
         "message_id": f"<7.{i}@papers.example.org>",
         "name": f"Reader {i}",

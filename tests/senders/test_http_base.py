@@ -38,14 +38,18 @@ class EchoSender(HTTPSender):
     max_batch: ClassVar[int] = 3
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str],
-                     **kwargs: Any) -> Self:
+    def from_options(
+        cls, options: Mapping[str, Any], environ: Mapping[str, str], **kwargs: Any
+    ) -> Self:
         raise NotImplementedError
 
     def build_request(self, batch: Sequence[Message]) -> httpx.Request:
-        return self.new_request("POST", "https://api.example.com/send",
-                             json={"to": [m.recipient for m in batch]},
-                             headers={"Authorization": f"Bearer {KEY}"})
+        return self.new_request(
+            "POST",
+            "https://api.example.com/send",
+            json={"to": [m.recipient for m in batch]},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
 
     def parse_success(self, response: httpx.Response, batch: Sequence[Message]) -> list[Result]:
         ids = json_body(response)["ids"]
@@ -95,8 +99,9 @@ def test_throttling_and_server_errors_are_transient_for_the_whole_request(status
 
 
 def test_stops_after_a_wholly_transient_request_and_marks_the_rest_not_attempted() -> None:
-    sender, recorder = sender_for(lambda r: httpx.Response(
-        429, headers={"Retry-After": "12"}, json={"message": "slow down"}))
+    sender, recorder = sender_for(
+        lambda r: httpx.Response(429, headers={"Retry-After": "12"}, json={"message": "slow down"})
+    )
     results = sender.send(make_messages(7))
     assert len(recorder.requests) == 1
     assert len(results) == 7
@@ -116,8 +121,11 @@ def test_retry_after_seconds_and_http_date(clock: FixedClock) -> None:
 
 
 def test_http_date_retry_after_reaches_the_result(clock: FixedClock) -> None:
-    sender, _ = sender_for(lambda r: httpx.Response(
-        503, headers={"Retry-After": "Mon, 01 Jan 2024 08:00:30 GMT"}, text="<html>down</html>"))
+    sender, _ = sender_for(
+        lambda r: httpx.Response(
+            503, headers={"Retry-After": "Mon, 01 Jan 2024 08:00:30 GMT"}, text="<html>down</html>"
+        )
+    )
     (result,) = sender.send([make_message(0)])
     assert result.retry_after == 30.0
     assert result.error == "echo: HTTP 503: <html>down</html>"
@@ -152,8 +160,7 @@ def test_a_2xx_answer_with_too_few_results_is_transient() -> None:
 @pytest.mark.parametrize("status", [401, 403])
 def test_refused_credentials_raise_without_leaking_the_key(status: int) -> None:
     # A provider that echoes the key back must not get it into our error text.
-    sender, _ = sender_for(lambda r: httpx.Response(
-        status, json={"message": f"invalid key {KEY}"}))
+    sender, _ = sender_for(lambda r: httpx.Response(status, json={"message": f"invalid key {KEY}"}))
     with pytest.raises(PermanentSendError) as info:
         sender.send(make_messages(2))
     text = "\n".join(info.value.lines())
@@ -163,8 +170,11 @@ def test_refused_credentials_raise_without_leaking_the_key(status: int) -> None:
 
 
 def test_other_4xx_are_permanent_per_message_with_the_providers_words() -> None:
-    sender, _ = sender_for(lambda r: httpx.Response(
-        400, json={"errors": [{"message": "bad from"}, {"message": "bad subject"}]}))
+    sender, _ = sender_for(
+        lambda r: httpx.Response(
+            400, json={"errors": [{"message": "bad from"}, {"message": "bad subject"}]}
+        )
+    )
     results = sender.send(make_messages(2))
     assert [r.outcome for r in results] == [Outcome.PERMANENT] * 2
     assert results[1].error == "echo: HTTP 400: bad from; bad subject"
@@ -173,8 +183,11 @@ def test_other_4xx_are_permanent_per_message_with_the_providers_words() -> None:
 
 @pytest.mark.parametrize("status", [301, 404, 405])
 def test_a_wrong_url_raises_instead_of_failing_every_recipient(status: int) -> None:
-    sender, _ = sender_for(lambda r: httpx.Response(
-        status, headers={"Location": "https://elsewhere.example.com/"}, text="Not Found"))
+    sender, _ = sender_for(
+        lambda r: httpx.Response(
+            status, headers={"Location": "https://elsewhere.example.com/"}, text="Not Found"
+        )
+    )
     with pytest.raises(PermanentSendError) as info:
         sender.send(make_messages(2))
     assert f"unexpected HTTP {status} from https://api.example.com/send" in str(info.value)
@@ -242,7 +255,9 @@ def test_address_helpers() -> None:
     assert display_address("读者", "a@x.org") == "读者 <a@x.org>"
     assert unencoded("=?utf-8?b?6K+76ICF?= <a@x.org>") == "读者 <a@x.org>"
     assert split_address("ML 论文周报 <digest@papers.example.org>") == (
-        "ML 论文周报", "digest@papers.example.org")
+        "ML 论文周报",
+        "digest@papers.example.org",
+    )
 
 
 def test_extra_headers_drop_reserved_ones_case_insensitively() -> None:
@@ -251,9 +266,18 @@ def test_extra_headers_drop_reserved_ones_case_insensitively() -> None:
 
 
 def test_option_reader_reports_every_problem_at_once() -> None:
-    r = OptionReader("echo", {"_root": "/tmp", "tokn_env": "X", "timeout": -1,
-                              "base_url": "http://api.example.com", "stream": 3},
-                     {}, ("token_env", "base_url", "stream"))
+    r = OptionReader(
+        "echo",
+        {
+            "_root": "/tmp",
+            "tokn_env": "X",
+            "timeout": -1,
+            "base_url": "http://api.example.com",
+            "stream": 3,
+        },
+        {},
+        ("token_env", "base_url", "stream"),
+    )
     assert r.secret("token_env", "ECHO_TOKEN") == ""
     assert r.string("stream", "s") == "s"
     assert r.url("base_url", "https://default") == "https://default"
@@ -261,8 +285,13 @@ def test_option_reader_reports_every_problem_at_once() -> None:
     with pytest.raises(ConfigError) as info:
         r.finish()
     lines = "\n".join(info.value.lines())
-    for expected in ("tokn_env: unknown key", "ECHO_TOKEN is not set", "stream: must be a string",
-                     "base_url: must be an https:// URL", "timeout: must be a number"):
+    for expected in (
+        "tokn_env: unknown key",
+        "ECHO_TOKEN is not set",
+        "stream: must be a string",
+        "base_url: must be an https:// URL",
+        "timeout: must be a number",
+    ):
         assert expected in lines
     assert "_root" not in lines
     assert info.value.hint and "export ECHO_TOKEN" in info.value.hint

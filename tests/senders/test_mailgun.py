@@ -35,8 +35,11 @@ def form_parts(request: httpx.Request) -> dict[str, tuple[str, str, bytes]]:
         headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
         disposition = headers["Content-Disposition"]
         name = disposition.split('name="', 1)[1].split('"', 1)[0]
-        filename = disposition.split('filename="', 1)[1].split('"', 1)[0] if (
-            "filename=" in disposition) else ""
+        filename = (
+            disposition.split('filename="', 1)[1].split('"', 1)[0]
+            if ("filename=" in disposition)
+            else ""
+        )
         parts[name] = (filename, headers.get("Content-Type", ""), body)
     return parts
 
@@ -66,15 +69,17 @@ def check_request(request: httpx.Request) -> tuple[dict[str, Any], EmailMessage]
 
 def accept(request: httpx.Request) -> httpx.Response:
     fields, _ = check_request(request)
-    return httpx.Response(200, json={"id": f"<20240101080000.{fields['to']}@{DOMAIN}>",
-                                     "message": "Queued. Thank you."})
+    return httpx.Response(
+        200,
+        json={"id": f"<20240101080000.{fields['to']}@{DOMAIN}>", "message": "Queued. Thank you."},
+    )
 
 
-def make(respond: Callable[..., httpx.Response], **options: Any) -> tuple[MailgunSender,
-                                                                         Recorder]:
+def make(respond: Callable[..., httpx.Response], **options: Any) -> tuple[MailgunSender, Recorder]:
     recorder = Recorder(respond)
-    sender = MailgunSender.from_options({"_root": "/tmp", "domain": DOMAIN, **options}, ENV,
-                                        client=recorder.client())
+    sender = MailgunSender.from_options(
+        {"_root": "/tmp", "domain": DOMAIN, **options}, ENV, client=recorder.client()
+    )
     return sender, recorder
 
 
@@ -114,20 +119,26 @@ def test_partial_failure_only_fails_the_bad_message() -> None:
     def respond(request: httpx.Request) -> httpx.Response:
         fields, _ = check_request(request)
         if fields["to"] == "reader1@example.org":
-            return httpx.Response(400, json={
-                "message": "to parameter is not a valid address. please check documentation"})
+            return httpx.Response(
+                400,
+                json={"message": "to parameter is not a valid address. please check documentation"},
+            )
         return accept(request)
 
     sender, _ = make(respond)
     results = sender.send(make_messages(3))
     assert [r.outcome for r in results] == [Outcome.SENT, Outcome.PERMANENT, Outcome.SENT]
-    assert results[1].error == ("mailgun: HTTP 400: to parameter is not a valid address. "
-                                "please check documentation")
+    assert results[1].error == (
+        "mailgun: HTTP 400: to parameter is not a valid address. please check documentation"
+    )
 
 
 def test_429_with_retry_after_is_transient() -> None:
-    sender, recorder = make(lambda r: httpx.Response(
-        429, headers={"Retry-After": "20"}, json={"message": "Too many requests"}))
+    sender, recorder = make(
+        lambda r: httpx.Response(
+            429, headers={"Retry-After": "20"}, json={"message": "Too many requests"}
+        )
+    )
     results = sender.send(make_messages(3))
     assert len(recorder.requests) == 1
     assert {(r.outcome, r.retry_after) for r in results} == {(Outcome.TRANSIENT, 20.0)}
@@ -163,8 +174,7 @@ def test_401_raises_without_leaking_the_key() -> None:
 
 
 def test_unknown_domain_raises_with_a_region_hint() -> None:
-    sender, _ = make(lambda r: httpx.Response(404, json={
-        "message": f"Domain not found: {DOMAIN}"}))
+    sender, _ = make(lambda r: httpx.Response(404, json={"message": f"Domain not found: {DOMAIN}"}))
     with pytest.raises(PermanentSendError) as info:
         sender.send([make_message(0)])
     assert "not found" in str(info.value)

@@ -21,8 +21,11 @@ def test_accepts_in_order_with_provider_ids() -> None:
     assert [r.outcome for r in results] == [Outcome.SENT] * 3
     assert [r.provider_id for r in results] == ["memory-1", "memory-2", "memory-3"]
     assert sender.sent == messages
-    assert sender.recipients == ["reader0@example.org", "reader1@example.org",
-                                 "reader2@example.org"]
+    assert sender.recipients == [
+        "reader0@example.org",
+        "reader1@example.org",
+        "reader2@example.org",
+    ]
 
 
 def test_scripted_failures() -> None:

@@ -60,7 +60,8 @@ def test_names_are_deterministic_and_a_resend_replaces(tmp_path: Path) -> None:
 @pytest.mark.parametrize("failing", ["fsync", "rename"])
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
 def test_disk_errors_stop_the_run_and_leave_no_partial_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str, code: int) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str, code: int
+) -> None:
     sender = outbox(tmp_path)
     msg = make_message(1)
     [ok] = sender.send([msg])  # an earlier good copy must survive a failed resend
@@ -81,8 +82,7 @@ def test_disk_errors_stop_the_run_and_leave_no_partial_file(
     assert (tmp_path / "outbox" / "new" / ok.provider_id).read_bytes() == good
 
 
-def test_other_write_errors_are_transient(tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_write_errors_are_transient(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sender = outbox(tmp_path)
 
     def io_error(fd: int) -> None:

@@ -18,8 +18,7 @@ from tests.senders import Recorder, json_of, make_message, make_messages, raise_
 TOKEN = "pm-server-token-0f9e8d7c"
 ENV = {"POSTMARK_SERVER_TOKEN": TOKEN}
 URL = "https://api.postmarkapp.com/email/batch"
-FIELDS = {"From", "To", "Subject", "HtmlBody", "TextBody", "ReplyTo", "Headers",
-          "MessageStream"}
+FIELDS = {"From", "To", "Subject", "HtmlBody", "TextBody", "ReplyTo", "Headers", "MessageStream"}
 
 
 def check_request(request: httpx.Request) -> list[dict[str, Any]]:
@@ -55,19 +54,21 @@ def answer(codes: dict[int, tuple[int, str]] | None = None) -> Callable[..., htt
             code, text = codes.get(i, (0, "OK"))
             result = {"ErrorCode": code, "Message": text, "To": item["To"]}
             if code == 0:
-                result |= {"MessageID": str(uuid.uuid5(uuid.NAMESPACE_URL, item["To"])),
-                           "SubmittedAt": "2024-01-01T08:00:00.0000000-05:00"}
+                result |= {
+                    "MessageID": str(uuid.uuid5(uuid.NAMESPACE_URL, item["To"])),
+                    "SubmittedAt": "2024-01-01T08:00:00.0000000-05:00",
+                }
             out.append(result)
         return httpx.Response(200, json=out)
 
     return respond
 
 
-def make(respond: Callable[..., httpx.Response], **options: Any) -> tuple[PostmarkSender,
-                                                                         Recorder]:
+def make(respond: Callable[..., httpx.Response], **options: Any) -> tuple[PostmarkSender, Recorder]:
     recorder = Recorder(respond)
-    sender = PostmarkSender.from_options({"_root": "/tmp", **options}, ENV,
-                                         client=recorder.client())
+    sender = PostmarkSender.from_options(
+        {"_root": "/tmp", **options}, ENV, client=recorder.client()
+    )
     return sender, recorder
 
 
@@ -82,8 +83,9 @@ def test_happy_batch() -> None:
     results = sender.send(messages)
     assert [r.outcome for r in results] == [Outcome.SENT] * 3
     assert [r.message_id for r in results] == [m.message_id for m in messages]
-    assert results[1].provider_id == str(uuid.uuid5(uuid.NAMESPACE_URL,
-                                                    "Reader 1 <reader1@example.org>"))
+    assert results[1].provider_id == str(
+        uuid.uuid5(uuid.NAMESPACE_URL, "Reader 1 <reader1@example.org>")
+    )
     item = json_of(recorder.requests[0])[0]
     assert item["From"] == "ML 论文周报 <digest@papers.example.org>"
     assert item["ReplyTo"] == "editors@papers.example.org"
@@ -110,22 +112,35 @@ def test_a_batch_larger_than_500_is_split() -> None:
 
 
 def test_partial_failure_maps_documented_error_codes() -> None:
-    sender, _ = make(answer({
-        1: (406, "You tried to send to recipient(s) that have been marked as inactive. Found "
-                 "inactive addresses: reader1@example.org. Inactive recipients are ones that "
-                 "have generated a hard bounce, a spam complaint, or a manual suppression."),
-        2: (300, "Invalid 'To' address: 'reader2@example.org'."),
-        3: (300, "Provide either email TextBody or HtmlBody or both."),
-        4: (429, "Rate limit exceeded."),
-    }))
+    sender, _ = make(
+        answer(
+            {
+                1: (
+                    406,
+                    "You tried to send to recipient(s) that have been marked as inactive. Found "
+                    "inactive addresses: reader1@example.org. Inactive recipients are ones that "
+                    "have generated a hard bounce, a spam complaint, or a manual suppression.",
+                ),
+                2: (300, "Invalid 'To' address: 'reader2@example.org'."),
+                3: (300, "Provide either email TextBody or HtmlBody or both."),
+                4: (429, "Rate limit exceeded."),
+            }
+        )
+    )
     results = sender.send(make_messages(6))
     assert [r.outcome for r in results] == [
-        Outcome.SENT, Outcome.PERMANENT, Outcome.PERMANENT, Outcome.PERMANENT,
-        Outcome.TRANSIENT, Outcome.SENT]
+        Outcome.SENT,
+        Outcome.PERMANENT,
+        Outcome.PERMANENT,
+        Outcome.PERMANENT,
+        Outcome.TRANSIENT,
+        Outcome.SENT,
+    ]
     assert [r.hard_bounce for r in results] == [False, True, True, False, False, False]
     assert results[1].error.startswith("postmark: error 406: You tried to send")
-    assert results[3].error == ("postmark: error 300: Provide either email TextBody or "
-                                "HtmlBody or both.")
+    assert results[3].error == (
+        "postmark: error 300: Provide either email TextBody or HtmlBody or both."
+    )
 
 
 def test_sender_wide_error_codes_raise_when_nothing_was_accepted() -> None:
@@ -136,24 +151,32 @@ def test_sender_wide_error_codes_raise_when_nothing_was_accepted() -> None:
 
 
 def test_whole_request_422_is_permanent_without_suppressing_anyone() -> None:
-    sender, _ = make(lambda r: httpx.Response(422, json={"ErrorCode": 402,
-                                                         "Message": "Invalid JSON"}))
+    sender, _ = make(
+        lambda r: httpx.Response(422, json={"ErrorCode": 402, "Message": "Invalid JSON"})
+    )
     results = sender.send(make_messages(2))
     assert [(r.outcome, r.hard_bounce) for r in results] == [(Outcome.PERMANENT, False)] * 2
     assert results[0].error == "postmark: error 402: Invalid JSON"
 
 
 def test_whole_request_422_for_an_account_that_may_not_send_raises() -> None:
-    sender, _ = make(lambda r: httpx.Response(422, json={
-        "ErrorCode": 412, "Message": "Your account is pending approval."}))
+    sender, _ = make(
+        lambda r: httpx.Response(
+            422, json={"ErrorCode": 412, "Message": "Your account is pending approval."}
+        )
+    )
     with pytest.raises(PermanentSendError, match="pending"):
         sender.send(make_messages(2))
 
 
 def test_429_with_retry_after_is_transient_and_stops_the_run() -> None:
-    sender, recorder = make(lambda r: httpx.Response(
-        429, headers={"Retry-After": "60"},
-        json={"ErrorCode": 429, "Message": "Rate limit exceeded."}))
+    sender, recorder = make(
+        lambda r: httpx.Response(
+            429,
+            headers={"Retry-After": "60"},
+            json={"ErrorCode": 429, "Message": "Rate limit exceeded."},
+        )
+    )
     results = sender.send(make_messages(700))
     assert len(recorder.requests) == 1
     assert {(r.outcome, r.retry_after) for r in results} == {(Outcome.TRANSIENT, 60.0)}
@@ -189,8 +212,11 @@ def test_timeout_is_transient() -> None:
 
 
 def test_401_raises_without_leaking_the_token() -> None:
-    sender, _ = make(lambda r: httpx.Response(401, json={
-        "ErrorCode": 10, "Message": f"Bad or missing Server API token {TOKEN}"}))
+    sender, _ = make(
+        lambda r: httpx.Response(
+            401, json={"ErrorCode": 10, "Message": f"Bad or missing Server API token {TOKEN}"}
+        )
+    )
     with pytest.raises(PermanentSendError) as info:
         sender.send(make_messages(2))
     assert TOKEN not in "\n".join(info.value.lines())
@@ -200,8 +226,9 @@ def test_401_raises_without_leaking_the_token() -> None:
 
 def test_from_options_reads_the_token_from_the_named_variable() -> None:
     recorder = Recorder(answer())
-    sender = PostmarkSender.from_options({"token_env": "PM_TOKEN"}, {"PM_TOKEN": TOKEN},
-                                         client=recorder.client())
+    sender = PostmarkSender.from_options(
+        {"token_env": "PM_TOKEN"}, {"PM_TOKEN": TOKEN}, client=recorder.client()
+    )
     assert sender.send([make_message(0)])[0].ok
     assert recorder.requests[0].headers["X-Postmark-Server-Token"] == TOKEN
 

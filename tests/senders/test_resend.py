@@ -50,8 +50,7 @@ def answer(errors: dict[int, str] | None = None) -> Callable[..., httpx.Response
 
     def respond(request: httpx.Request) -> httpx.Response:
         body = check_request(request)
-        data = [{"id": f"id-{email['to'][0]}"} for i, email in enumerate(body)
-                if i not in errors]
+        data = [{"id": f"id-{email['to'][0]}"} for i, email in enumerate(body) if i not in errors]
         out: dict[str, Any] = {"data": data}
         if errors:
             out["errors"] = [{"index": i, "message": m} for i, m in errors.items()]
@@ -76,7 +75,8 @@ def test_happy_batch() -> None:
     results = sender.send(messages)
     assert [r.outcome for r in results] == [Outcome.SENT] * 3
     assert [r.provider_id for r in results] == [
-        f"id-Reader {i} <reader{i}@example.org>" for i in range(3)]
+        f"id-Reader {i} <reader{i}@example.org>" for i in range(3)
+    ]
     assert json_of(recorder.requests[0])[0]["from"] == "ML 论文周报 <digest@papers.example.org>"
 
 
@@ -99,8 +99,14 @@ def test_the_same_batch_gets_the_same_idempotency_key() -> None:
 
 
 def test_permissive_partial_failure_pairs_ids_with_the_right_messages() -> None:
-    sender, _ = make(answer({1: "Invalid `to` field. The email address needs to follow the "
-                                "`email@example.com` or `Name <email@example.com>` format."}))
+    sender, _ = make(
+        answer(
+            {
+                1: "Invalid `to` field. The email address needs to follow the "
+                "`email@example.com` or `Name <email@example.com>` format."
+            }
+        )
+    )
     results = sender.send(make_messages(3))
     assert [r.outcome for r in results] == [Outcome.SENT, Outcome.PERMANENT, Outcome.SENT]
     assert results[0].provider_id == "id-Reader 0 <reader0@example.org>"
@@ -115,25 +121,40 @@ def test_counts_that_do_not_add_up_still_record_accepted_emails_as_sent() -> Non
 
 
 def test_an_error_index_outside_the_batch_is_unreadable() -> None:
-    sender, _ = make(lambda r: httpx.Response(200, json={
-        "data": [], "errors": [{"index": 5, "message": "x"}]}))
+    sender, _ = make(
+        lambda r: httpx.Response(200, json={"data": [], "errors": [{"index": 5, "message": "x"}]})
+    )
     assert {r.outcome for r in sender.send(make_messages(2))} == {Outcome.TRANSIENT}
 
 
 def test_whole_request_validation_error_is_permanent() -> None:
-    sender, _ = make(lambda r: httpx.Response(422, json={
-        "statusCode": 422, "name": "validation_error",
-        "message": "The `to` field is missing."}))
+    sender, _ = make(
+        lambda r: httpx.Response(
+            422,
+            json={
+                "statusCode": 422,
+                "name": "validation_error",
+                "message": "The `to` field is missing.",
+            },
+        )
+    )
     results = sender.send(make_messages(2))
     assert [r.outcome for r in results] == [Outcome.PERMANENT] * 2
     assert results[0].error == "resend: HTTP 422: validation_error: The `to` field is missing."
 
 
 def test_429_with_retry_after_is_transient() -> None:
-    sender, recorder = make(lambda r: httpx.Response(
-        429, headers={"retry-after": "1", "ratelimit-reset": "1"},
-        json={"statusCode": 429, "name": "rate_limit_exceeded",
-              "message": "Too many requests. You can only make 2 requests per second."}))
+    sender, recorder = make(
+        lambda r: httpx.Response(
+            429,
+            headers={"retry-after": "1", "ratelimit-reset": "1"},
+            json={
+                "statusCode": 429,
+                "name": "rate_limit_exceeded",
+                "message": "Too many requests. You can only make 2 requests per second.",
+            },
+        )
+    )
     results = sender.send(make_messages(150))
     assert len(recorder.requests) == 1
     assert {(r.outcome, r.retry_after) for r in results} == {(Outcome.TRANSIENT, 1.0)}
@@ -141,21 +162,36 @@ def test_429_with_retry_after_is_transient() -> None:
 
 
 def test_a_concurrent_idempotent_request_is_transient() -> None:
-    sender, _ = make(lambda r: httpx.Response(409, json={
-        "statusCode": 409, "name": "concurrent_idempotent_requests",
-        "message": "Same idempotency key used while original request is still in progress."}))
+    sender, _ = make(
+        lambda r: httpx.Response(
+            409,
+            json={
+                "statusCode": 409,
+                "name": "concurrent_idempotent_requests",
+                "message": "Same idempotency key used while original request is still in progress.",
+            },
+        )
+    )
     assert {r.outcome for r in sender.send(make_messages(2))} == {Outcome.TRANSIENT}
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_server_errors_are_transient(status: int) -> None:
-    sender, _ = make(lambda r: httpx.Response(status, json={
-        "statusCode": status, "name": "internal_server_error",
-        "message": "An unexpected error occurred."}))
+    sender, _ = make(
+        lambda r: httpx.Response(
+            status,
+            json={
+                "statusCode": status,
+                "name": "internal_server_error",
+                "message": "An unexpected error occurred.",
+            },
+        )
+    )
     results = sender.send(make_messages(2))
     assert [r.outcome for r in results] == [Outcome.TRANSIENT] * 2
-    assert results[0].error == (f"resend: HTTP {status}: internal_server_error: "
-                                "An unexpected error occurred.")
+    assert results[0].error == (
+        f"resend: HTTP {status}: internal_server_error: An unexpected error occurred."
+    )
 
 
 def test_malformed_json_is_transient() -> None:
@@ -170,14 +206,20 @@ def test_timeout_is_transient() -> None:
     assert results[0].error == "resend: timed out (ReadTimeout)"
 
 
-@pytest.mark.parametrize(("status", "name", "message"), [
-    (401, "missing_api_key", "Missing API key in the authorization header."),
-    (403, "invalid_api_key", f"API key is invalid: {KEY}"),
-    (403, "validation_error", "You can only send testing emails to your own email address."),
-])
+@pytest.mark.parametrize(
+    ("status", "name", "message"),
+    [
+        (401, "missing_api_key", "Missing API key in the authorization header."),
+        (403, "invalid_api_key", f"API key is invalid: {KEY}"),
+        (403, "validation_error", "You can only send testing emails to your own email address."),
+    ],
+)
 def test_401_and_403_raise_without_leaking_the_key(status: int, name: str, message: str) -> None:
-    sender, _ = make(lambda r: httpx.Response(status, json={
-        "statusCode": status, "name": name, "message": message}))
+    sender, _ = make(
+        lambda r: httpx.Response(
+            status, json={"statusCode": status, "name": name, "message": message}
+        )
+    )
     with pytest.raises(PermanentSendError) as info:
         sender.send(make_messages(2))
     text = "\n".join(info.value.lines())

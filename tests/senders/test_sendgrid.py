@@ -53,8 +53,7 @@ def accept(request: httpx.Request) -> httpx.Response:
 
 def make(respond: Callable[..., httpx.Response]) -> tuple[SendGridSender, Recorder]:
     recorder = Recorder(respond)
-    return SendGridSender.from_options({"_root": "/tmp"}, ENV,
-                                       client=recorder.client()), recorder
+    return SendGridSender.from_options({"_root": "/tmp"}, ENV, client=recorder.client()), recorder
 
 
 @pytest.fixture
@@ -90,25 +89,41 @@ def test_partial_failure_only_fails_the_bad_message() -> None:
     def respond(request: httpx.Request) -> httpx.Response:
         body = check_request(request)
         if body["personalizations"][0]["to"][0]["email"] == "reader1@example.org":
-            return httpx.Response(400, json={"errors": [{
-                "message": "Does not contain a valid address.",
-                "field": "personalizations.0.to.0.email",
-                "help": "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"}]})
+            return httpx.Response(
+                400,
+                json={
+                    "errors": [
+                        {
+                            "message": "Does not contain a valid address.",
+                            "field": "personalizations.0.to.0.email",
+                            "help": "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html",
+                        }
+                    ]
+                },
+            )
         return accept(request)
 
     sender, _ = make(respond)
     results = sender.send(make_messages(3))
     assert [r.outcome for r in results] == [Outcome.SENT, Outcome.PERMANENT, Outcome.SENT]
-    assert results[1].error == ("sendgrid: HTTP 400: personalizations.0.to.0.email: "
-                                "Does not contain a valid address.")
+    assert results[1].error == (
+        "sendgrid: HTTP 400: personalizations.0.to.0.email: Does not contain a valid address."
+    )
 
 
 def test_429_uses_retry_after_or_the_rate_limit_reset_time(clock: FixedClock) -> None:
     reset = int(clock.at.timestamp()) + 45
-    sender, recorder = make(lambda r: httpx.Response(
-        429, headers={"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "0",
-                      "X-RateLimit-Reset": str(reset)},
-        json={"errors": [{"field": None, "message": "too many requests"}]}))
+    sender, recorder = make(
+        lambda r: httpx.Response(
+            429,
+            headers={
+                "X-RateLimit-Limit": "600",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(reset),
+            },
+            json={"errors": [{"field": None, "message": "too many requests"}]},
+        )
+    )
     results = sender.send(make_messages(3))
     assert len(recorder.requests) == 1  # the rest are not attempted
     assert {(r.outcome, r.retry_after) for r in results} == {(Outcome.TRANSIENT, 45.0)}
@@ -141,13 +156,19 @@ def test_timeout_is_transient() -> None:
     assert result.error == "sendgrid: timed out (ReadTimeout)"
 
 
-@pytest.mark.parametrize(("status", "message"), [
-    (401, "The provided authorization grant is invalid, expired, or revoked"),
-    (403, "The from address does not match a verified Sender Identity."),
-])
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (401, "The provided authorization grant is invalid, expired, or revoked"),
+        (403, "The from address does not match a verified Sender Identity."),
+    ],
+)
 def test_401_and_403_raise_without_leaking_the_key(status: int, message: str) -> None:
-    sender, _ = make(lambda r: httpx.Response(status, json={
-        "errors": [{"field": None, "message": f"{message} ({KEY})"}]}))
+    sender, _ = make(
+        lambda r: httpx.Response(
+            status, json={"errors": [{"field": None, "message": f"{message} ({KEY})"}]}
+        )
+    )
     with pytest.raises(PermanentSendError) as info:
         sender.send(make_messages(2))
     text = "\n".join(info.value.lines())
@@ -164,15 +185,21 @@ def test_empty_parts_and_reserved_headers_are_left_out() -> None:
         return httpx.Response(202, headers={"X-Message-Id": "x"})
 
     sender, _ = make(respond)
-    msg = make_message(0, text="", html="<p>hi</p>", reply_to="",
-                       headers={"List-Id": "<weekly.example.org>", "Subject": "spoof"})
+    msg = make_message(
+        0,
+        text="",
+        html="<p>hi</p>",
+        reply_to="",
+        headers={"List-Id": "<weekly.example.org>", "Subject": "spoof"},
+    )
     assert sender.send([msg])[0].ok
 
 
 def test_eu_base_url_and_missing_key_are_reported() -> None:
     recorder = Recorder(lambda r: httpx.Response(202, headers={"X-Message-Id": "eu"}))
-    sender = SendGridSender.from_options({"base_url": "https://api.eu.sendgrid.com"}, ENV,
-                                         client=recorder.client())
+    sender = SendGridSender.from_options(
+        {"base_url": "https://api.eu.sendgrid.com"}, ENV, client=recorder.client()
+    )
     assert sender.send([make_message(0)])[0].provider_id == "eu"
     assert str(recorder.requests[0].url) == "https://api.eu.sendgrid.com/v3/mail/send"
     with pytest.raises(ConfigError) as info:

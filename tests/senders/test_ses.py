@@ -50,9 +50,16 @@ def check_request(request: httpx.Request, token: str = "") -> tuple[dict[str, An
     if token:
         assert request.headers["X-Amz-Security-Token"] == token
     # Re-sign what was actually sent: the signature must cover these exact headers and body.
-    again = sign("POST", str(request.url), {h: request.headers[h] for h in signed},
-                 request.content, Credentials(KEY_ID, SECRET, token), "eu-west-1", "ses",
-                 datetime(2000, 1, 1, tzinfo=UTC))
+    again = sign(
+        "POST",
+        str(request.url),
+        {h: request.headers[h] for h in signed},
+        request.content,
+        Credentials(KEY_ID, SECRET, token),
+        "eu-west-1",
+        "ses",
+        datetime(2000, 1, 1, tzinfo=UTC),
+    )
     assert again.authorization == auth
     body = json_of(request)
     assert set(body) <= {"Destination", "Content", "ConfigurationSetName"}
@@ -73,8 +80,14 @@ def accept(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"MessageId": f"0102018c-{to}"})
 
 
-def error(status: int, kind: str, message: str, *, header: bool = True,
-          headers: dict[str, str] | None = None) -> Callable[..., httpx.Response]:
+def error(
+    status: int,
+    kind: str,
+    message: str,
+    *,
+    header: bool = True,
+    headers: dict[str, str] | None = None,
+) -> Callable[..., httpx.Response]:
     """An SES v2 error: type in ``x-amzn-ErrorType`` (or ``__type``), ``message`` in the body."""
 
     extra = headers or {}
@@ -82,18 +95,23 @@ def error(status: int, kind: str, message: str, *, header: bool = True,
     def respond(request: httpx.Request) -> httpx.Response:
         check_request(request, token=request.headers.get("X-Amz-Security-Token", ""))
         if header:
-            return httpx.Response(status, json={"message": message},
-                                  headers={"x-amzn-ErrorType": kind, **extra})
+            return httpx.Response(
+                status, json={"message": message}, headers={"x-amzn-ErrorType": kind, **extra}
+            )
         return httpx.Response(status, json={"__type": kind, "message": message}, headers=extra)
 
     return respond
 
 
-def make(respond: Callable[..., httpx.Response], env: dict[str, str] | None = None,
-         **options: Any) -> tuple[SESSender, Recorder]:
+def make(
+    respond: Callable[..., httpx.Response], env: dict[str, str] | None = None, **options: Any
+) -> tuple[SESSender, Recorder]:
     recorder = Recorder(respond)
-    sender = SESSender.from_options({"_root": "/tmp", "region": "eu-west-1", **options},
-                                    ENV if env is None else env, client=recorder.client())
+    sender = SESSender.from_options(
+        {"_root": "/tmp", "region": "eu-west-1", **options},
+        ENV if env is None else env,
+        client=recorder.client(),
+    )
     return sender, recorder
 
 
@@ -124,14 +142,17 @@ def test_session_token_and_configuration_set() -> None:
         assert body["ConfigurationSetName"] == "newsletter"
         return httpx.Response(200, json={"MessageId": "m"})
 
-    sender, _ = make(respond, {**ENV, "AWS_SESSION_TOKEN": TOKEN},
-                     configuration_set="newsletter")
+    sender, _ = make(respond, {**ENV, "AWS_SESSION_TOKEN": TOKEN}, configuration_set="newsletter")
     assert sender.send([make_message(0)])[0].ok
 
 
 def test_partial_failure_message_rejected_is_permanent_for_that_message() -> None:
-    rejected = error(400, REJECTED, "Email address is not verified. The following identities "
-                                    "failed the check in region EU-WEST-1: reader1@example.org")
+    rejected = error(
+        400,
+        REJECTED,
+        "Email address is not verified. The following identities "
+        "failed the check in region EU-WEST-1: reader1@example.org",
+    )
 
     def respond(request: httpx.Request) -> httpx.Response:
         if b"reader1@" in request.content:
@@ -145,8 +166,9 @@ def test_partial_failure_message_rejected_is_permanent_for_that_message() -> Non
 
 
 def test_429_too_many_requests_with_retry_after_is_transient() -> None:
-    sender, recorder = make(error(429, "TooManyRequestsException", "Too many requests.",
-                                  headers={"Retry-After": "2"}))
+    sender, recorder = make(
+        error(429, "TooManyRequestsException", "Too many requests.", headers={"Retry-After": "2"})
+    )
     results = sender.send(make_messages(3))
     assert len(recorder.requests) == 1
     assert {(r.outcome, r.retry_after) for r in results} == {(Outcome.TRANSIENT, 2.0)}
@@ -154,12 +176,12 @@ def test_429_too_many_requests_with_retry_after_is_transient() -> None:
 
 
 def test_throttling_reported_as_400_is_still_transient() -> None:
-    sender, _ = make(error(400, "ThrottlingException", "Maximum sending rate exceeded.",
-                           header=False))
+    sender, _ = make(
+        error(400, "ThrottlingException", "Maximum sending rate exceeded.", header=False)
+    )
     (result,) = sender.send([make_message(0)])
     assert result.outcome is Outcome.TRANSIENT
-    assert result.error == ("ses: HTTP 400: ThrottlingException: Maximum sending rate "
-                            "exceeded.")
+    assert result.error == ("ses: HTTP 400: ThrottlingException: Maximum sending rate exceeded.")
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
@@ -181,11 +203,17 @@ def test_timeout_is_transient() -> None:
     assert (result.outcome, result.error) == (Outcome.TRANSIENT, "ses: timed out (ReadTimeout)")
 
 
-@pytest.mark.parametrize(("status", "kind"), [
-    (403, "SignatureDoesNotMatch"), (403, "UnrecognizedClientException"),
-    (401, "MissingAuthenticationToken"), (400, "AccountSuspendedException"),
-    (400, "SendingPausedException"), (400, "MailFromDomainNotVerifiedException"),
-])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (403, "SignatureDoesNotMatch"),
+        (403, "UnrecognizedClientException"),
+        (401, "MissingAuthenticationToken"),
+        (400, "AccountSuspendedException"),
+        (400, "SendingPausedException"),
+        (400, "MailFromDomainNotVerifiedException"),
+    ],
+)
 def test_sender_wide_errors_raise_without_leaking_secrets(status: int, kind: str) -> None:
     message = f"The request signature we calculated does not match. {SECRET} {TOKEN}"
     sender, _ = make(error(status, kind, message), {**ENV, "AWS_SESSION_TOKEN": TOKEN})
@@ -201,8 +229,10 @@ def test_from_options_region_from_environment_and_problems_together() -> None:
     assert sender.url == "https://email.us-east-2.amazonaws.com/v2/email/outbound-emails"
     sender.close()
     with pytest.raises(ConfigError) as info:
-        SESSender.from_options({"region": "Frankfurt", "secret_access_key_env": "MY_SECRET"},
-                               {"AWS_ACCESS_KEY_ID": KEY_ID})
+        SESSender.from_options(
+            {"region": "Frankfurt", "secret_access_key_env": "MY_SECRET"},
+            {"AWS_ACCESS_KEY_ID": KEY_ID},
+        )
     text = "\n".join(info.value.lines())
     assert "'Frankfurt' is not an AWS region" in text
     assert "MY_SECRET is not set" in text

@@ -40,37 +40,59 @@ def test_get_vanilla() -> None:
         "GET\n/\n\n"
         "host:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\n"
         "host;x-amz-date\n"
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
     assert s.string_to_sign == (
         "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n"
-        "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63")
+        "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63"
+    )
     assert s.authorization == (
         f"AWS4-HMAC-SHA256 Credential={SCOPE}, SignedHeaders=host;x-amz-date, "
-        "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31")
+        "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+    )
     assert s.headers["X-Amz-Date"] == "20150830T123600Z"
     assert "X-Amz-Security-Token" not in s.headers
 
 
 def test_post_x_www_form_urlencoded() -> None:
-    s = sign("POST", HOST + "/", {"Content-Type": "application/x-www-form-urlencoded"},
-             b"Param1=value1", CREDENTIALS, "us-east-1", "service", WHEN)
+    s = sign(
+        "POST",
+        HOST + "/",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        b"Param1=value1",
+        CREDENTIALS,
+        "us-east-1",
+        "service",
+        WHEN,
+    )
     assert s.canonical_request == (
         "POST\n/\n\n"
         "content-type:application/x-www-form-urlencoded\n"
         "host:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\n"
         "content-type;host;x-amz-date\n"
-        "9095672bbd1f56dfc5b65f3e153adc8731a4a654192329106275f4c7b24d0b6e")
+        "9095672bbd1f56dfc5b65f3e153adc8731a4a654192329106275f4c7b24d0b6e"
+    )
     assert s.string_to_sign == (
         "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n"
-        "42a5e5bb34198acb3e84da4f085bb7927f2bc277ca766e6d19c73c2154021281")
+        "42a5e5bb34198acb3e84da4f085bb7927f2bc277ca766e6d19c73c2154021281"
+    )
     assert s.authorization == (
         f"AWS4-HMAC-SHA256 Credential={SCOPE}, SignedHeaders=content-type;host;x-amz-date, "
-        "Signature=ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a")
+        "Signature=ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a"
+    )
 
 
 def test_get_vanilla_query_order_key_case() -> None:
-    s = sign("GET", HOST + "/?Param2=value2&Param1=value1", {}, b"", CREDENTIALS,
-             "us-east-1", "service", WHEN)
+    s = sign(
+        "GET",
+        HOST + "/?Param2=value2&Param1=value1",
+        {},
+        b"",
+        CREDENTIALS,
+        "us-east-1",
+        "service",
+        WHEN,
+    )
     assert s.canonical_request.split("\n")[2] == "Param1=value1&Param2=value2"
     assert s.signature == "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"
 
@@ -79,7 +101,8 @@ def test_get_utf8() -> None:
     s = sign("GET", HOST + "/\u1234", {}, b"", CREDENTIALS, "us-east-1", "service", WHEN)
     assert s.canonical_request.split("\n")[1] == "/%E1%88%B4"
     assert s.string_to_sign.endswith(
-        "2a0a97d02205e45ce2e994789806b19270cfbbb0921b278ccf58f5249ac42102")
+        "2a0a97d02205e45ce2e994789806b19270cfbbb0921b278ccf58f5249ac42102"
+    )
     assert s.signature == "8318018e0b0f223aa2bbf98705b62bb787dc9c0e678f255a891fd03141be5d85"
 
 
@@ -90,13 +113,16 @@ def test_post_sts_header_before() -> None:
         "POST\n/\n\n"
         "host:example.amazonaws.com\nx-amz-date:20150830T123600Z\n"
         f"x-amz-security-token:{STS_TOKEN}\n\n"
-        f"host;x-amz-date;x-amz-security-token\n{EMPTY_SHA256}")
+        f"host;x-amz-date;x-amz-security-token\n{EMPTY_SHA256}"
+    )
     assert s.string_to_sign.endswith(
-        "c237e1b440d4c63c32ca95b5b99481081cb7b13c7e40434868e71567c1a882f6")
+        "c237e1b440d4c63c32ca95b5b99481081cb7b13c7e40434868e71567c1a882f6"
+    )
     assert s.authorization == (
         f"AWS4-HMAC-SHA256 Credential={SCOPE}, "
         "SignedHeaders=host;x-amz-date;x-amz-security-token, "
-        "Signature=85d96828115b5dc0cfc3bd16ad9e210dd772bbebba041836c64533a82be05ead")
+        "Signature=85d96828115b5dc0cfc3bd16ad9e210dd772bbebba041836c64533a82be05ead"
+    )
     assert s.headers["X-Amz-Security-Token"] == STS_TOKEN
 
 
@@ -113,8 +139,16 @@ def test_the_date_is_taken_in_utc() -> None:
 
 
 def test_header_values_are_trimmed_and_names_lowercased() -> None:
-    s = sign("GET", HOST + "/", {"My-Header1": "  value1   with  spaces "}, b"", CREDENTIALS,
-             "us-east-1", "service", WHEN)
+    s = sign(
+        "GET",
+        HOST + "/",
+        {"My-Header1": "  value1   with  spaces "},
+        b"",
+        CREDENTIALS,
+        "us-east-1",
+        "service",
+        WHEN,
+    )
     assert "my-header1:value1 with spaces\n" in s.canonical_request
     assert s.signed_headers == "host;my-header1;x-amz-date"
 

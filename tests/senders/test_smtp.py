@@ -73,9 +73,9 @@ def parsed(content: bytes) -> EmailMessage:
 
 # happy path ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("pipelining", [True, False])
-def test_parallel_sends_reuse_four_connections(make_smtp_server: MakeServer,
-                                               sender_for: Callable[..., SMTPSender],
-                                               pipelining: bool) -> None:
+def test_parallel_sends_reuse_four_connections(
+    make_smtp_server: MakeServer, sender_for: Callable[..., SMTPSender], pipelining: bool
+) -> None:
     server = make_smtp_server(pipelining=pipelining)
     sender = sender_for(server, connections=4)
     messages = [make_message(i) for i in range(60)]
@@ -90,8 +90,9 @@ def test_parallel_sends_reuse_four_connections(make_smtp_server: MakeServer,
     assert all(m.tls and m.login == "ada" for m in server.messages)
 
 
-def test_bytes_arrive_intact_with_cjk_subject(smtp_server: SMTPServer,
-                                              sender_for: Callable[..., SMTPSender]) -> None:
+def test_bytes_arrive_intact_with_cjk_subject(
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     msg = fixed(3, subject="ML 论文周报 第7期 — ünïcode")
     [result] = sender_for(smtp_server).send([msg])
 
@@ -108,8 +109,9 @@ def test_bytes_arrive_intact_with_cjk_subject(smtp_server: SMTPServer,
     assert text is not None and text.get_content().replace("\r\n", "\n") == msg.text
 
 
-def test_dot_stuffing_round_trips(smtp_server: SMTPServer,
-                                  sender_for: Callable[..., SMTPSender]) -> None:
+def test_dot_stuffing_round_trips(
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     # A lone "." line would end DATA early if not stuffed; ".." must not lose a dot.
     body = ".\n..\n.starts with a dot\nmiddle . dot\n.\n"
     msg = fixed(1, text=body, html="<p>x</p>\n.\n")
@@ -131,7 +133,8 @@ def test_dot_stuff_unit() -> None:
 
 
 def test_bare_lf_is_rejected_by_the_fixture_but_our_bytes_pass(
-        smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]) -> None:
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     raw = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\n\r\nline one\nline two\r\n"
     with smtplib.SMTP(smtp_server.host, smtp_server.port, local_hostname="t") as client:
         client.starttls(context=sender_for(smtp_server).settings.ssl_context)
@@ -148,11 +151,17 @@ def test_bare_lf_is_rejected_by_the_fixture_but_our_bytes_pass(
 
 
 # refusals ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("reply", ["421 4.7.0 try again later, closing connection",
-                                   "451 4.3.0 greylisted, try later",
-                                   "452 4.5.3 too many recipients"])
-def test_4xx_is_transient(smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender],
-                          reply: str) -> None:
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "421 4.7.0 try again later, closing connection",
+        "451 4.3.0 greylisted, try later",
+        "452 4.5.3 too many recipients",
+    ],
+)
+def test_4xx_is_transient(
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender], reply: str
+) -> None:
     smtp_server.reject_rcpt("reader0@example.org", reply)
     [result] = sender_for(smtp_server).send([make_message(0)])
 
@@ -161,8 +170,9 @@ def test_4xx_is_transient(smtp_server: SMTPServer, sender_for: Callable[..., SMT
     assert smtp_server.messages == []
 
 
-def test_transient_then_accepted_on_the_next_attempt(smtp_server: SMTPServer,
-                                                     sender_for: Callable[..., SMTPSender]) -> None:
+def test_transient_then_accepted_on_the_next_attempt(
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     smtp_server.reject_rcpt("reader0@example.org", "451 4.3.0 greylisted", times=1)
     sender = sender_for(smtp_server)
     first, second = sender.send([make_message(0)]), sender.send([make_message(0)])
@@ -172,8 +182,9 @@ def test_transient_then_accepted_on_the_next_attempt(smtp_server: SMTPServer,
     assert smtp_server.connections == 1  # RSET kept the session usable
 
 
-def test_421_once_reconnects_and_delivers(smtp_server: SMTPServer,
-                                          sender_for: Callable[..., SMTPSender]) -> None:
+def test_421_once_reconnects_and_delivers(
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     smtp_server.reject_rcpt("reader0@example.org", "421 4.7.0 too many messages", times=1)
     [result] = sender_for(smtp_server).send([make_message(0)])
 
@@ -182,45 +193,60 @@ def test_421_once_reconnects_and_delivers(smtp_server: SMTPServer,
 
 
 def test_user_unknown_is_a_hard_bounce_and_the_batch_goes_on(
-        smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]) -> None:
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     smtp_server.reject_rcpt("reader1@example.org", "550 5.1.1 <reader1@example.org>: user unknown")
     smtp_server.reject_rcpt("reader2@example.org", "554 5.7.1 rejected by content policy")
     results = sender_for(smtp_server).send([make_message(i) for i in range(4)])
 
-    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.PERMANENT, Outcome.PERMANENT,
-                                            Outcome.SENT]
+    assert [r.outcome for r in results] == [
+        Outcome.SENT,
+        Outcome.PERMANENT,
+        Outcome.PERMANENT,
+        Outcome.SENT,
+    ]
     assert results[1].hard_bounce and "5.1.1" in results[1].error
     assert not results[2].hard_bounce and "content policy" in results[2].error
     assert smtp_server.recipients == ["reader0@example.org", "reader3@example.org"]
     assert smtp_server.connections == 1
 
 
-@pytest.mark.parametrize(("code", "text", "hard"), [
-    (550, "5.1.1 The email account that you tried to reach does not exist.", True),
-    (550, "5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found", True),
-    (553, "5.1.2 bad destination system address", True),
-    (550, "Requested action not taken: mailbox unavailable, user unknown", True),
-    (550, "5.7.1 Message rejected as spam", False),
-    (554, "5.1.1 user unknown", False),  # only 550/551/553 mean the address is gone
-    (550, "5.7.1 policy: sender does not exist in our records", False),
-])
+@pytest.mark.parametrize(
+    ("code", "text", "hard"),
+    [
+        (550, "5.1.1 The email account that you tried to reach does not exist.", True),
+        (550, "5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found", True),
+        (553, "5.1.2 bad destination system address", True),
+        (550, "Requested action not taken: mailbox unavailable, user unknown", True),
+        (550, "5.7.1 Message rejected as spam", False),
+        (554, "5.1.1 user unknown", False),  # only 550/551/553 mean the address is gone
+        (550, "5.7.1 policy: sender does not exist in our records", False),
+    ],
+)
 def test_hard_bounce_classification(code: int, text: str, hard: bool) -> None:
     assert is_hard_bounce(code, text) is hard
 
 
-@pytest.mark.parametrize(("reply", "expected"), [
-    ("2.0.0 Ok: queued as 4F3A2B1C9D", "4F3A2B1C9D"),
-    ("OK id=1r2Xab-0003Cd-Ef", "1r2Xab-0003Cd-Ef"),
-    ("2.0.0 OK  1700000000 d2-20020a05600c4e0200b0040.42 - gsmtp", "d2-20020a05600c4e0200b0040.42"),
-    ("Ok 0100018c2b7f-4d2a-000000", "0100018c2b7f-4d2a-000000"),
-    ("2.0.0 Great success", ""),
-])
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("2.0.0 Ok: queued as 4F3A2B1C9D", "4F3A2B1C9D"),
+        ("OK id=1r2Xab-0003Cd-Ef", "1r2Xab-0003Cd-Ef"),
+        (
+            "2.0.0 OK  1700000000 d2-20020a05600c4e0200b0040.42 - gsmtp",
+            "d2-20020a05600c4e0200b0040.42",
+        ),
+        ("Ok 0100018c2b7f-4d2a-000000", "0100018c2b7f-4d2a-000000"),
+        ("2.0.0 Great success", ""),
+    ],
+)
 def test_queue_id(reply: str, expected: str) -> None:
     assert queue_id(reply) == expected
 
 
-def test_drop_mid_data_reconnects_once(smtp_server: SMTPServer,
-                                       sender_for: Callable[..., SMTPSender]) -> None:
+def test_drop_mid_data_reconnects_once(
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     sender = sender_for(smtp_server)
     smtp_server.drop_data(1)
     [first] = sender.send([make_message(0)])
@@ -234,7 +260,8 @@ def test_drop_mid_data_reconnects_once(smtp_server: SMTPServer,
 
 
 def test_idle_connections_closed_by_the_server_are_replaced(
-        smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]) -> None:
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     sender = sender_for(smtp_server, connections=2)
     assert all(r.ok for r in sender.send([make_message(0), make_message(1)]))
     smtp_server.disconnect_all()
@@ -246,9 +273,9 @@ def test_idle_connections_closed_by_the_server_are_replaced(
 
 
 @pytest.mark.parametrize("stage", ["DATA", "connect"])
-def test_stalled_server_times_out_as_transient(smtp_server: SMTPServer,
-                                               sender_for: Callable[..., SMTPSender],
-                                               stage: str) -> None:
+def test_stalled_server_times_out_as_transient(
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender], stage: str
+) -> None:
     smtp_server.stall(stage)
     sender = sender_for(smtp_server, timeout=0.5)
     started = time.monotonic()
@@ -263,7 +290,8 @@ def test_stalled_server_times_out_as_transient(smtp_server: SMTPServer,
 
 
 def test_421_greeting_is_transient_554_stops_the_run(
-        smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]) -> None:
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     sender = sender_for(smtp_server)
     smtp_server.connect_reply = "421 4.3.2 service shutting down"
     [result] = sender.send([make_message(0)])
@@ -291,7 +319,8 @@ def test_connection_refused_is_transient(sender_for: Callable[..., SMTPSender]) 
 
 
 def test_crlf_in_an_envelope_address_is_refused_before_connecting(
-        smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]) -> None:
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     evil = make_message(0, recipient="a@example.org>\r\nRCPT TO:<victim@example.org")
     spaced = make_message(1, recipient="a b@example.org")
     results = sender_for(smtp_server).send([evil, spaced])
@@ -301,11 +330,14 @@ def test_crlf_in_an_envelope_address_is_refused_before_connecting(
     assert smtp_server.connections == 0 and smtp_server.messages == []
 
 
-def test_non_ascii_address_uses_smtputf8(smtp_server: SMTPServer,
-                                         sender_for: Callable[..., SMTPSender]) -> None:
+def test_non_ascii_address_uses_smtputf8(
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     msg = Fixed("读者@例子.example", "你好", "digest@papers.example.org", "", "", "<u@example>")
-    msg.raw = ("From: digest@papers.example.org\r\nTo: 读者@例子.example\r\nSubject: 你好\r\n"
-               "Message-ID: <u@example>\r\n\r\n你好\r\n").encode()
+    msg.raw = (
+        "From: digest@papers.example.org\r\nTo: 读者@例子.example\r\nSubject: 你好\r\n"
+        "Message-ID: <u@example>\r\n\r\n你好\r\n"
+    ).encode()
     [result] = sender_for(smtp_server).send([msg])
     assert result.ok
     assert smtp_server.recipients == ["读者@例子.example"]
@@ -314,7 +346,8 @@ def test_non_ascii_address_uses_smtputf8(smtp_server: SMTPServer,
 
 # security ------------------------------------------------------------------------------------
 def test_wrong_password_stops_the_run_without_echoing_it(
-        smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]) -> None:
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     sender = sender_for(smtp_server, password="not-the-password")
     with pytest.raises(PermanentSendError) as failed:
         sender.send([make_message(0)])
@@ -324,7 +357,8 @@ def test_wrong_password_stops_the_run_without_echoing_it(
 
 
 def test_starttls_missing_refuses_to_send_credentials(
-        make_smtp_server: MakeServer, sender_for: Callable[..., SMTPSender]) -> None:
+    make_smtp_server: MakeServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     server = make_smtp_server(starttls=False, auth_over_plain=True)
     with pytest.raises(PermanentSendError, match="does not offer STARTTLS"):
         sender_for(server).send([make_message(0)])
@@ -332,7 +366,8 @@ def test_starttls_missing_refuses_to_send_credentials(
 
 
 def test_starttls_missing_is_an_error_even_without_credentials(
-        make_smtp_server: MakeServer, sender_for: Callable[..., SMTPSender]) -> None:
+    make_smtp_server: MakeServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     server = make_smtp_server(starttls=False)
     with pytest.raises(PermanentSendError, match="STARTTLS"):
         sender_for(server, auth=False).send([make_message(0)])
@@ -340,7 +375,8 @@ def test_starttls_missing_is_an_error_even_without_credentials(
 
 
 def test_plain_auth_only_when_security_none_is_explicit(
-        make_smtp_server: MakeServer, sender_for: Callable[..., SMTPSender]) -> None:
+    make_smtp_server: MakeServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     server = make_smtp_server(starttls=False, auth_over_plain=True)
     sender = sender_for(server, security="none", username="ada", password=PASSWORD)
     [result] = sender.send([make_message(0)])
@@ -352,39 +388,42 @@ def test_plain_auth_only_when_security_none_is_explicit(
 
 
 @pytest.mark.parametrize("mechanism", ["LOGIN", "PLAIN"])
-def test_auth_mechanisms(make_smtp_server: MakeServer, sender_for: Callable[..., SMTPSender],
-                         mechanism: str) -> None:
+def test_auth_mechanisms(
+    make_smtp_server: MakeServer, sender_for: Callable[..., SMTPSender], mechanism: str
+) -> None:
     server = make_smtp_server(auth=(mechanism,))
     [result] = sender_for(server).send([make_message(0)])
     assert result.ok and server.auth_attempts == [f"{mechanism} ada"]
     assert server.messages[0].login == "ada"
 
 
-def test_a_rcpt_hook_scripts_any_policy(smtp_server: SMTPServer,
-                                        sender_for: Callable[..., SMTPSender]) -> None:
+def test_a_rcpt_hook_scripts_any_policy(
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     smtp_server.rcpt_hook = lambda rcpt: "450 4.2.1 mailbox busy" if "1" in rcpt else None
     results = sender_for(smtp_server).send([make_message(i) for i in range(3)])
     assert [r.outcome for r in results] == [Outcome.SENT, Outcome.TRANSIENT, Outcome.SENT]
     assert "450 4.2.1 mailbox busy" in results[1].error
 
 
-def test_untrusted_certificate_is_refused(smtp_server: SMTPServer,
-                                          sender_for: Callable[..., SMTPSender]) -> None:
+def test_untrusted_certificate_is_refused(
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     sender = sender_for(smtp_server, ca_file=None)  # the system CAs do not know the test CA
     with pytest.raises(PermanentSendError, match="cannot be trusted"):
         sender.send([make_message(0)])
     assert smtp_server.auth_attempts == [] and smtp_server.messages == []
 
 
-def test_implicit_tls(make_smtp_server: MakeServer,
-                      sender_for: Callable[..., SMTPSender]) -> None:
+def test_implicit_tls(make_smtp_server: MakeServer, sender_for: Callable[..., SMTPSender]) -> None:
     server = make_smtp_server(implicit_tls=True, starttls=False)
     [result] = sender_for(server, security="tls").send([make_message(0)])
     assert result.ok and server.messages[0].tls
 
 
 def test_close_quits_idle_connections_and_refuses_more_work(
-        smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]) -> None:
+    smtp_server: SMTPServer, sender_for: Callable[..., SMTPSender]
+) -> None:
     sender = sender_for(smtp_server)
     assert sender.send([make_message(0)])[0].ok
     sender.close()

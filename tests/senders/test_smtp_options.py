@@ -28,12 +28,33 @@ def build(options: dict[str, Any], environ: dict[str, str] | None = None) -> SMT
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as failed:
-        build({"host": "", "port": 70000, "security": "ssl", "timeout": -1, "connections": 0,
-               "password": "hunter2", "usernme": "ada", "envelope_from": "not an address",
-               "ca_file": "missing.pem", "dkim_selector": "nl"})
+        build(
+            {
+                "host": "",
+                "port": 70000,
+                "security": "ssl",
+                "timeout": -1,
+                "connections": 0,
+                "password": "hunter2",
+                "usernme": "ada",
+                "envelope_from": "not an address",
+                "ca_file": "missing.pem",
+                "dkim_selector": "nl",
+            }
+        )
     text = "\n".join(failed.value.lines())
-    for key in ("host", "port", "security", "timeout", "connections", "password", "usernme",
-                "envelope_from", "ca_file", "dkim_selector"):
+    for key in (
+        "host",
+        "port",
+        "security",
+        "timeout",
+        "connections",
+        "password",
+        "usernme",
+        "envelope_from",
+        "ca_file",
+        "dkim_selector",
+    ):
         assert f"[sender.smtp] {key}" in text, key
     assert len(failed.value.problems) == 10
     assert "hunter2" not in text
@@ -43,8 +64,10 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_username_needs_the_password_variable_and_never_shows_it() -> None:
     with pytest.raises(ConfigError, match="SMTP_PW is not set"):
         build({"host": "smtp.example.org", "username": "ada", "password_env": "SMTP_PW"})
-    sender = build({"host": "smtp.example.org", "username": "ada", "password_env": "SMTP_PW"},
-                   {"SMTP_PW": "hunter2"})
+    sender = build(
+        {"host": "smtp.example.org", "username": "ada", "password_env": "SMTP_PW"},
+        {"SMTP_PW": "hunter2"},
+    )
     assert sender.settings.password == "hunter2"
     assert "hunter2" not in repr(sender.settings)
 
@@ -60,8 +83,9 @@ def test_defaults_follow_the_security_mode(security: str, port: int) -> None:
 def test_ca_file_is_relative_to_the_project(tmp_path: Path) -> None:
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "ca.pem").write_bytes(Path(ca_file()).read_bytes())
-    sender = SMTPSender.from_options({"host": "h", "ca_file": "certs/ca.pem",
-                                      "_root": str(tmp_path)}, {})
+    sender = SMTPSender.from_options(
+        {"host": "h", "ca_file": "certs/ca.pem", "_root": str(tmp_path)}, {}
+    )
     assert sender.settings.ssl_context is not None
     assert sender_class("smtp") is SMTPSender
 
@@ -72,8 +96,9 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 
 def dns_for(key: rsa.RSAPrivateKey) -> Any:
-    public = key.public_key().public_bytes(serialization.Encoding.DER,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
     def txt(name: bytes, timeout: int = 5) -> bytes | None:
@@ -84,11 +109,26 @@ def dns_for(key: rsa.RSAPrivateKey) -> Any:
 
 def test_dkim_signature_verifies(smtp_server: SMTPServer, rsa_key: rsa.RSAPrivateKey) -> None:
     # OpenSSL 3 writes PKCS#8, and env vars often carry "\n" escapes: both must work.
-    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode().replace("\n", "\\n")
-    options = {"host": smtp_server.host, "port": smtp_server.port, "ca_file": ca_file(),
-               "helo": "t.example.org", "username": "ada", "password_env": "PW",
-               "dkim_selector": "nl", "dkim_domain": DOMAIN, "dkim_key_env": "KEY"}
+    pem = (
+        rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+        .replace("\n", "\\n")
+    )
+    options = {
+        "host": smtp_server.host,
+        "port": smtp_server.port,
+        "ca_file": ca_file(),
+        "helo": "t.example.org",
+        "username": "ada",
+        "password_env": "PW",
+        "dkim_selector": "nl",
+        "dkim_domain": DOMAIN,
+        "dkim_key_env": "KEY",
+    }
     with build(options, {"PW": PASSWORD, "KEY": pem}) as sender:
         assert sender.send([make_message(0)])[0].ok
 
@@ -96,17 +136,28 @@ def test_dkim_signature_verifies(smtp_server: SMTPServer, rsa_key: rsa.RSAPrivat
     assert content.startswith(b"DKIM-Signature: ")
     assert dkim.verify(content, dnsfunc=dns_for(rsa_key))
     signed = content.split(b"h=", 1)[1].split(b";", 1)[0].replace(b"\r\n", b"").replace(b" ", b"")
-    for header in (b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe",
-                   b"list-unsubscribe-post"):
+    for header in (
+        b"from",
+        b"to",
+        b"subject",
+        b"date",
+        b"message-id",
+        b"list-unsubscribe",
+        b"list-unsubscribe-post",
+    ):
         assert header in signed.split(b":"), header
-    tampered = content.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-                               b"List-Unsubscribe-Post: List-Unsubscribe=Two-Clicks")
+    tampered = content.replace(
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        b"List-Unsubscribe-Post: List-Unsubscribe=Two-Clicks",
+    )
     assert tampered != content and not dkim.verify(tampered, dnsfunc=dns_for(rsa_key))
 
 
 def test_unusable_dkim_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="dkim_key_env"):
-        build({"host": "h", "dkim_selector": "nl", "dkim_domain": DOMAIN, "dkim_key_env": "K"},
-              {"K": "-----BEGIN RSA PRIVATE KEY-----\nbm9wZQ==\n-----END RSA PRIVATE KEY-----"})
+        build(
+            {"host": "h", "dkim_selector": "nl", "dkim_domain": DOMAIN, "dkim_key_env": "K"},
+            {"K": "-----BEGIN RSA PRIVATE KEY-----\nbm9wZQ==\n-----END RSA PRIVATE KEY-----"},
+        )
     with pytest.raises(ConfigError, match="NEWSLETTER_DKIM_PRIVATE_KEY is not set"):
         build({"host": "h", "dkim_selector": "nl", "dkim_domain": DOMAIN})

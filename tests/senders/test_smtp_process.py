@@ -16,15 +16,21 @@ from tests.smtpd_fixture import PASSWORD, ca_file, server_process
 
 def test_server_process_records_each_accepted_recipient(tmp_path: Path) -> None:
     with server_process(tmp_path, "--reject", "reader2@example.org=550 5.1.1 user unknown") as proc:
-        with SMTPSender(proc.host, proc.port, username="ada", password=PASSWORD,
-                        ca_file=ca_file(), helo="t") as sender:
+        with SMTPSender(
+            proc.host, proc.port, username="ada", password=PASSWORD, ca_file=ca_file(), helo="t"
+        ) as sender:
             results = sender.send([make_message(i) for i in range(4)])
         received = proc.received()  # readable while the server still runs: fsynced per 250
 
-    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.SENT, Outcome.PERMANENT,
-                                            Outcome.SENT]
-    assert received == [(f"<7.{i}@papers.example.org>", f"reader{i}@example.org")
-                        for i in (0, 1, 3)]
+    assert [r.outcome for r in results] == [
+        Outcome.SENT,
+        Outcome.SENT,
+        Outcome.PERMANENT,
+        Outcome.SENT,
+    ]
+    assert received == [
+        (f"<7.{i}@papers.example.org>", f"reader{i}@example.org") for i in (0, 1, 3)
+    ]
     assert proc.process.returncode == 0  # SIGTERM is a clean shutdown
 
 
@@ -38,22 +44,28 @@ class Prebuilt(SimpleMessage):
 
 
 def prebuilt(i: int, raw: bytes) -> Prebuilt:
-    msg = Prebuilt(f"reader{i}@example.org", "s", "Digest <digest@papers.example.org>", "", "",
-                   f"<{i}@x>")
+    msg = Prebuilt(
+        f"reader{i}@example.org", "s", "Digest <digest@papers.example.org>", "", "", f"<{i}@x>"
+    )
     msg.raw = raw
     return msg
 
 
 @pytest.mark.slow
 def test_throughput_of_40kb_messages_over_four_connections(tmp_path: Path) -> None:
-    body = make_message(0, html="<p>" + "lorem ipsum dolor sit amet " * 1000 + "</p>",
-                        text="lorem ipsum dolor sit amet\n" * 500).as_bytes()
+    body = make_message(
+        0,
+        html="<p>" + "lorem ipsum dolor sit amet " * 1000 + "</p>",
+        text="lorem ipsum dolor sit amet\n" * 500,
+    ).as_bytes()
     assert 38_000 < len(body) < 48_000
     count = 4000
     messages = [prebuilt(i, body) for i in range(count)]
     failures: list[str] = []
-    with server_process(tmp_path, "--no-starttls", record=False) as proc, \
-            SMTPSender(proc.host, proc.port, security="none", connections=4, helo="t") as sender:
+    with (
+        server_process(tmp_path, "--no-starttls", record=False) as proc,
+        SMTPSender(proc.host, proc.port, security="none", connections=4, helo="t") as sender,
+    ):
 
         def work(share: list[Prebuilt]) -> None:
             for msg in share:

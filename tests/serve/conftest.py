@@ -80,14 +80,23 @@ def make_service(config: Config, clock: FixedClock) -> Iterator[MakeService]:
     """Start apps (lifespan entered) over ``config``; all are stopped after the test."""
     stack: list[tuple[TestClient, Database]] = []
 
-    def make(settings: ServeSettings | None = None, environ: dict[str, str] | None = None,
-             http_client: httpx.Client | None = None, project: Config | None = None,
-             **client_args: Any) -> Service:
+    def make(
+        settings: ServeSettings | None = None,
+        environ: dict[str, str] | None = None,
+        http_client: httpx.Client | None = None,
+        project: Config | None = None,
+        **client_args: Any,
+    ) -> Service:
         sender = MemorySender()
         chosen = project or config
-        app = create_app(chosen, sender=sender, environ={**ENV, **(environ or {})},
-                         settings=settings or ServeSettings(), http_client=http_client,
-                         build_site=False)
+        app = create_app(
+            chosen,
+            sender=sender,
+            environ={**ENV, **(environ or {})},
+            settings=settings or ServeSettings(),
+            http_client=http_client,
+            build_site=False,
+        )
         client = TestClient(app, base_url=BASE, **client_args)
         client.__enter__()
         db = open_database(chosen.database_url)

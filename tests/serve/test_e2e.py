@@ -45,7 +45,8 @@ def free_port() -> int:
 
 def project(root: Path, port: int, smtp: SMTPServer) -> Config:
     root.mkdir()
-    (root / "config.toml").write_text(f"""\
+    (root / "config.toml").write_text(
+        f"""\
 [newsletter]
 title = "E2E Digest"
 base_url = "https://digest.example.org/"
@@ -68,7 +69,9 @@ kind = "smtp"
 host = "127.0.0.1"
 port = {smtp.port}
 security = "none"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     (root / "issues").mkdir()
     (root / "issues" / "a.md").write_text(issue("First paper", "2024-04-09"), encoding="utf-8")
     (root / "issues" / "b.md").write_text(issue("Second paper", "2024-04-16"), encoding="utf-8")
@@ -83,9 +86,20 @@ def server(tmp_path: Path, smtp_server: SMTPServer) -> Iterator[tuple[Config, st
     log = (tmp_path / "serve.log").open("wb")
     # `import newsletter.cli_serve` stands in for the line cli.py gets when this lands.
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import newsletter.cli_serve; from newsletter.cli import main; "
-         "main()", "-C", str(config.root), "serve", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ENV})
+        [
+            sys.executable,
+            "-c",
+            "import newsletter.cli_serve; from newsletter.cli import main; main()",
+            "-C",
+            str(config.root),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **ENV},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -133,15 +147,17 @@ def send(config: Config, number: int) -> None:
     assert report.run.failed == 0 and report.run.sent >= 1
 
 
-def test_subscribe_confirm_receive_unsubscribe_skip(server: tuple[Config, str],
-                                                     smtp_server: SMTPServer):
+def test_subscribe_confirm_receive_unsubscribe_skip(
+    server: tuple[Config, str], smtp_server: SMTPServer
+):
     config, url = server
     with httpx.Client(base_url=url, timeout=10) as browser:
         form = browser.get("/subscribe")
         token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
         assert form.status_code == 200 and token
-        answer = browser.post("/subscribe", data={"csrf_token": token.group(1),
-                                                  "email": READER, "name": "Reader"})
+        answer = browser.post(
+            "/subscribe", data={"csrf_token": token.group(1), "email": READER, "name": "Reader"}
+        )
         assert answer.status_code == 200 and "confirmation link is on its way" in answer.text
 
         confirmation = wait_for(smtp_server, READER, 1)
@@ -161,13 +177,17 @@ def test_subscribe_confirm_receive_unsubscribe_skip(server: tuple[Config, str],
     edition = wait_for(smtp_server, READER, 2)
     assert edition["Subject"] == "E2E Digest #1"
     assert edition["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    unsubscribe = re.search(r"<(http://[^>]+/unsubscribe/[A-Za-z0-9_-]{40})>",
-                            str(edition["List-Unsubscribe"]))
+    unsubscribe = re.search(
+        r"<(http://[^>]+/unsubscribe/[A-Za-z0-9_-]{40})>", str(edition["List-Unsubscribe"])
+    )
     assert unsubscribe, edition["List-Unsubscribe"]
 
     # What a mailbox provider does for RFC 8058: a bare POST, no cookies, no page.
-    answer = httpx.post(unsubscribe.group(1), content=b"List-Unsubscribe=One-Click",
-                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    answer = httpx.post(
+        unsubscribe.group(1),
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert answer.status_code == 200
     assert status(config, READER) is SubscriberStatus.UNSUBSCRIBED
 

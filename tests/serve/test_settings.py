@@ -22,23 +22,30 @@ def test_defaults_bind_loopback(make_project: MakeProject):
 
 
 def test_file_then_environment_then_flags(make_project: MakeProject):
-    config = make_project(extra_config='\n[serve]\nhost = "0.0.0.0"\nport = 9000\n'
-                                       'rate_limit = "5/min"\n')
-    settings = load_settings(config, environ={"NEWSLETTER_SERVE__PORT": "9100"},
-                             trusted_proxies=["10.0.0.0/8", "::1"])
+    config = make_project(
+        extra_config='\n[serve]\nhost = "0.0.0.0"\nport = 9000\nrate_limit = "5/min"\n'
+    )
+    settings = load_settings(
+        config, environ={"NEWSLETTER_SERVE__PORT": "9100"}, trusted_proxies=["10.0.0.0/8", "::1"]
+    )
     assert (settings.host, settings.port) == ("0.0.0.0", 9100)
     assert settings.ip_limit == Limit(5, 60)
-    assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),
-                                        ipaddress.ip_network("::1"))
+    assert settings.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1"),
+    )
     flags = load_settings(config, environ={}, host="127.0.0.2", port=9200)
     assert (flags.host, flags.port) == ("127.0.0.2", 9200)
 
 
-@pytest.mark.parametrize("table, key", [
-    ('rate_limit = "lots"', "rate_limit"),
-    ('rate_limit = "0/h"', "rate_limit"),
-    ('port = "http"', "port"),
-])
+@pytest.mark.parametrize(
+    "table, key",
+    [
+        ('rate_limit = "lots"', "rate_limit"),
+        ('rate_limit = "0/h"', "rate_limit"),
+        ('port = "http"', "port"),
+    ],
+)
 def test_bad_values_name_their_key(make_project: MakeProject, table: str, key: str):
     config = make_project(extra_config=f"\n[serve]\n{table}\n")
     with pytest.raises(ConfigError, match=rf"\[serve\] {key}"):
@@ -53,25 +60,32 @@ def test_bad_proxy_is_refused(make_project: MakeProject):
 def test_service_url_for_confirmation_links(make_project: MakeProject):
     config = make_project()
     assert ServeSettings().service_url(config) == "https://digest.example.org/"
-    assert ServeSettings(public_url="https://news.example.org").service_url(config) \
+    assert (
+        ServeSettings(public_url="https://news.example.org").service_url(config)
         == "https://news.example.org/"
-    elsewhere = make_project(config=BASE_CONFIG + 'unsubscribe_url = '
-                                                  '"https://lists.example.net/nl/unsubscribe/"\n')
+    )
+    elsewhere = make_project(
+        config=BASE_CONFIG + 'unsubscribe_url = "https://lists.example.net/nl/unsubscribe/"\n'
+    )
     assert ServeSettings().service_url(elsewhere) == "https://lists.example.net/nl/"
 
 
 def test_serve_without_the_secret_fails_cleanly(make_project: MakeProject):
     config = make_project()
-    result = CliRunner().invoke(cli, ["-C", str(config.root), "serve"],
-                                env={"NEWSLETTER_SECRET": ""})
+    result = CliRunner().invoke(
+        cli, ["-C", str(config.root), "serve"], env={"NEWSLETTER_SECRET": ""}
+    )
     assert result.exit_code == 1
     assert "NEWSLETTER_SECRET" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_serve_with_a_bad_limit_fails_cleanly(make_project: MakeProject):
     config = make_project()
-    result = CliRunner().invoke(cli, ["-C", str(config.root), "serve"], env={
-        "NEWSLETTER_SECRET": "x" * 32, "NEWSLETTER_SERVE__RATE_LIMIT": '"lots"'})
+    result = CliRunner().invoke(
+        cli,
+        ["-C", str(config.root), "serve"],
+        env={"NEWSLETTER_SECRET": "x" * 32, "NEWSLETTER_SERVE__RATE_LIMIT": '"lots"'},
+    )
     assert result.exit_code == 1 and "[serve] rate_limit" in result.stderr
 
 

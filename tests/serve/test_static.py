@@ -38,18 +38,20 @@ def site(config: Config, make_service: MakeService) -> Service:
     return make_service()
 
 
-@pytest.mark.parametrize("path, media_type, cache", [
-    ("/", "text/html; charset=utf-8", "public, max-age=300"),
-    ("/feed.xml", "application/rss+xml; charset=utf-8", "public, max-age=300"),
-    ("/atom.xml", "application/atom+xml; charset=utf-8", "public, max-age=300"),
-    ("/feed.json", "application/feed+json; charset=utf-8", "public, max-age=300"),
-    ("/editions/1/", "text/html; charset=utf-8", "public, max-age=300"),
-    ("/editions/1/email.txt", "text/plain; charset=utf-8", "public, max-age=300"),
-    ("/assets/2024/figure.png", "image/png", "public, max-age=86400"),
-    ("/style.css", "text/css; charset=utf-8", "public, max-age=86400"),
-])
-def test_content_types_and_cache_headers(site: Service, path: str, media_type: str,
-                                         cache: str):
+@pytest.mark.parametrize(
+    "path, media_type, cache",
+    [
+        ("/", "text/html; charset=utf-8", "public, max-age=300"),
+        ("/feed.xml", "application/rss+xml; charset=utf-8", "public, max-age=300"),
+        ("/atom.xml", "application/atom+xml; charset=utf-8", "public, max-age=300"),
+        ("/feed.json", "application/feed+json; charset=utf-8", "public, max-age=300"),
+        ("/editions/1/", "text/html; charset=utf-8", "public, max-age=300"),
+        ("/editions/1/email.txt", "text/plain; charset=utf-8", "public, max-age=300"),
+        ("/assets/2024/figure.png", "image/png", "public, max-age=86400"),
+        ("/style.css", "text/css; charset=utf-8", "public, max-age=86400"),
+    ],
+)
+def test_content_types_and_cache_headers(site: Service, path: str, media_type: str, cache: str):
     answer = site.client.get(path)
     assert answer.status_code == 200
     assert answer.headers["content-type"] == media_type
@@ -68,8 +70,9 @@ def test_etag_and_last_modified_give_304(site: Service):
     again = site.client.get("/feed.xml", headers={"If-None-Match": first.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
     assert again.headers["cache-control"] == "public, max-age=300"
-    since = site.client.get("/feed.xml",
-                            headers={"If-Modified-Since": first.headers["last-modified"]})
+    since = site.client.get(
+        "/feed.xml", headers={"If-Modified-Since": first.headers["last-modified"]}
+    )
     assert since.status_code == 304
     changed = site.client.get("/feed.xml", headers={"If-None-Match": '"something-else"'})
     assert changed.status_code == 200
@@ -82,16 +85,26 @@ def test_head_has_headers_and_no_body(site: Service):
 
 
 def test_directory_redirect_is_relative_whatever_the_host(site: Service):
-    answer = site.client.get("/editions/1", headers={"Host": "evil.example"},
-                             follow_redirects=False)
+    answer = site.client.get(
+        "/editions/1", headers={"Host": "evil.example"}, follow_redirects=False
+    )
     assert answer.status_code == 301 and answer.headers["location"] == "/editions/1/"
 
 
-@pytest.mark.parametrize("path", [
-    "/../secret.txt", "/%2e%2e/secret.txt", "/editions/..%2f..%2f..%2fsecret.txt",
-    "/editions/1/../../../secret.txt", "//etc/passwd", "/.secret", "/editions/.hidden/",
-    "/editions/%00", "/nothing-here",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/editions/..%2f..%2f..%2fsecret.txt",
+        "/editions/1/../../../secret.txt",
+        "//etc/passwd",
+        "/.secret",
+        "/editions/.hidden/",
+        "/editions/%00",
+        "/nothing-here",
+    ],
+)
 def test_no_traversal_no_hidden_files(site: Service, path: str):
     answer = site.client.get(path, follow_redirects=False)
     assert answer.status_code == 404, path
@@ -124,8 +137,9 @@ def test_healthz_reports_the_database(site: Service, tmp_path: Path):
 
 
 def test_the_site_is_built_at_startup_when_public_is_missing(make_project: MakeProject):
-    project = make_project({"issues/a.md": issue("Attention", "2024-04-09",
-                                                 url="https://arxiv.org/abs/1706.03762")})
+    project = make_project(
+        {"issues/a.md": issue("Attention", "2024-04-09", url="https://arxiv.org/abs/1706.03762")}
+    )
     app = create_app(project, sender=MemorySender(), environ=ENV, settings=ServeSettings())
     assert not (project.out_dir / "index.html").exists()
     with TestClient(app) as client:

@@ -67,8 +67,7 @@ def test_a_suppressed_bounce_without_a_subscriber_row_is_not_mailed(service: Ser
     assert service.sender.sent == [] and status(service, "late@example.org") is None
 
 
-def test_resubscribing_after_unsubscribe_needs_the_link_again(service: Service,
-                                                              clock: FixedClock):
+def test_resubscribing_after_unsubscribe_needs_the_link_again(service: Service, clock: FixedClock):
     subscribers.add(service.db, "cy@example.org")
     subscribers.set_status(service.db, "cy@example.org", SubscriberStatus.UNSUBSCRIBED)
     clock.advance(minutes=5)
@@ -116,8 +115,11 @@ def test_the_honeypot_field_pretends_success(service: Service):
 
 
 def test_oversized_form_is_refused(service: Service):
-    page = service.client.post("/subscribe", content=b"email=" + b"a" * 20000,
-                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    page = service.client.post(
+        "/subscribe",
+        content=b"email=" + b"a" * 20000,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert page.status_code == 413
 
 
@@ -142,9 +144,10 @@ def test_per_address_limit_stops_mail_bombing_silently(make_service: MakeService
 
 def test_forwarded_for_counts_only_from_trusted_proxies(make_service: MakeService):
     limit = Limit(1, 3600)
-    trusted = make_service(ServeSettings(ip_limit=limit,
-                                         trusted_proxies=parse_proxies(["10.0.0.0/8"])),
-                           client=("10.1.2.3", 4000))
+    trusted = make_service(
+        ServeSettings(ip_limit=limit, trusted_proxies=parse_proxies(["10.0.0.0/8"])),
+        client=("10.1.2.3", 4000),
+    )
     for n, ip in enumerate(["203.0.113.1", "203.0.113.2"]):
         trusted.client.headers["X-Forwarded-For"] = f"198.51.100.9, {ip}"
         assert trusted.subscribe(f"p{n}@example.org").status_code == 200

@@ -11,8 +11,10 @@ from newsletter.state import subscribers
 from newsletter.tokens import Signer
 from tests.serve.conftest import Service
 
-ONE_CLICK = {"content": b"List-Unsubscribe=One-Click",
-             "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
+ONE_CLICK = {
+    "content": b"List-Unsubscribe=One-Click",
+    "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+}
 
 
 def status(service: Service, email: str) -> SubscriberStatus:
@@ -23,7 +25,7 @@ def status(service: Service, email: str) -> SubscriberStatus:
 
 def tamper(token: str) -> str:
     i = len(token) // 2
-    return token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1:]
+    return token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1 :]
 
 
 def test_one_click_post_unsubscribes_and_suppresses(service: Service, signer: Signer):
@@ -62,7 +64,8 @@ def test_a_complained_subscriber_stays_complained(service: Service, signer: Sign
 
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_forged_tampered_and_misdirected_unsubscribe_tokens_are_refused(
-        service: Service, signer: Signer, method: str):
+    service: Service, signer: Signer, method: str
+):
     ada = subscribers.add(service.db, "ada@example.org")
     bob = subscribers.add(service.db, "bob@example.org")
     good = signer.make("unsubscribe", ada.id, 3, ada.email)
@@ -88,10 +91,12 @@ def test_confirm_rejects_unsubscribe_tokens_and_forgeries(service: Service, sign
     sub = subscribers.add(service.db, "dee@example.org", status=SubscriberStatus.PENDING)
     other = subscribers.add(service.db, "eve@example.org", status=SubscriberStatus.PENDING)
     good = signer.make("confirm", sub.id, minutes(), sub.email)
-    for token in (tamper(good), signer.make("unsubscribe", sub.id, minutes(), sub.email),
-                  signer.make("confirm", sub.id, minutes(), other.email),
-                  Signer(b"some-other-secret-entirely-123456").make(
-                      "confirm", sub.id, minutes(), sub.email)):
+    for token in (
+        tamper(good),
+        signer.make("unsubscribe", sub.id, minutes(), sub.email),
+        signer.make("confirm", sub.id, minutes(), other.email),
+        Signer(b"some-other-secret-entirely-123456").make("confirm", sub.id, minutes(), sub.email),
+    ):
         answer = service.client.get(f"/confirm/{token}")
         assert answer.status_code == 400 and "This link does not work" in answer.text
     assert status(service, sub.email) is SubscriberStatus.PENDING
@@ -116,9 +121,9 @@ def test_a_link_from_the_future_is_refused(service: Service, signer: Signer):
     assert status(service, sub.email) is SubscriberStatus.PENDING
 
 
-def test_an_old_confirmation_link_cannot_undo_a_later_unsubscribe(service: Service,
-                                                                   signer: Signer,
-                                                                   clock: FixedClock):
+def test_an_old_confirmation_link_cannot_undo_a_later_unsubscribe(
+    service: Service, signer: Signer, clock: FixedClock
+):
     service.subscribe("hal@example.org")
     [link] = service.confirm_links()
     assert service.client.get(link).status_code == 200

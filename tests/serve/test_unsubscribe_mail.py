@@ -18,15 +18,20 @@ from newsletter.unsubscribe_mail import EX_TEMPFAIL, find_token, process
 from tests.serve.conftest import ENV
 
 
-def message(subject: str, sender: str = "Someone <someone@example.net>",
-            extra: str = "") -> bytes:
-    return (f"From: {sender}\r\nTo: unsubscribe@example.org\r\nSubject: {subject}\r\n{extra}"
-            "Message-ID: <1@example.net>\r\n\r\nPlease take me off.\r\n").encode()
+def message(subject: str, sender: str = "Someone <someone@example.net>", extra: str = "") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: unsubscribe@example.org\r\nSubject: {subject}\r\n{extra}"
+        "Message-ID: <1@example.net>\r\n\r\nPlease take me off.\r\n"
+    ).encode()
 
 
 def pipe(root: Path, raw: bytes, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, ["-C", str(root), "unsubscribe", "--from-email"],
-                                input=raw, env=ENV if env is None else env)
+    result = CliRunner().invoke(
+        cli,
+        ["-C", str(root), "unsubscribe", "--from-email"],
+        input=raw,
+        env=ENV if env is None else env,
+    )
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -64,8 +69,7 @@ def test_token_in_an_encoded_subject(config: Config, signer: Signer):
 def test_a_forged_token_falls_back_to_the_from_address_rule(config: Config, signer: Signer):
     victim_id, victim = add(config, "victim@example.org")
     add(config, "someone@example.net")
-    forged = Signer(b"not-our-secret-0123456789abcdef").make("unsubscribe", victim_id, 1,
-                                                              victim)
+    forged = Signer(b"not-our-secret-0123456789abcdef").make("unsubscribe", victim_id, 1, victim)
     code, out, _ = pipe(config.root, message(f"unsubscribe {forged}"))
     assert code == 0 and "From address" in out
     assert status(config, victim) is SubscriberStatus.ACTIVE
@@ -116,7 +120,8 @@ def test_find_token():
 def test_process_directly(config: Config, signer: Signer):
     with open_database(config.database_url) as db:
         sub = subscribers.add(db, "cy@example.org")
-        outcome = process(db, signer, message(
-            f"unsubscribe {signer.make('unsubscribe', sub.id, 1, sub.email)}"))
+        outcome = process(
+            db, signer, message(f"unsubscribe {signer.make('unsubscribe', sub.id, 1, sub.email)}")
+        )
         assert outcome.unsubscribed
         assert subscribers.suppression(db, sub.email) == "unsubscribed: email (token)"

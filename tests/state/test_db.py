@@ -25,11 +25,16 @@ def test_sqlite_file_and_directories_are_created_with_durable_settings(tmp_path:
         assert path.is_file()
         for _ in range(2):  # every pooled connection, not only the first
             with db.connect() as conn:
-                settings = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-                            for name in ("journal_mode", "synchronous", "foreign_keys",
-                                         "busy_timeout")}
-            assert settings == {"journal_mode": "wal", "synchronous": 2,  # 2 = FULL
-                                "foreign_keys": 1, "busy_timeout": 5000}
+                settings = {
+                    name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                    for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+                }
+            assert settings == {
+                "journal_mode": "wal",
+                "synchronous": 2,  # 2 = FULL
+                "foreign_keys": 1,
+                "busy_timeout": 5000,
+            }
 
 
 def test_a_committed_record_survives_kill_9(tmp_path: Path, sqlite_url: str) -> None:
@@ -76,7 +81,8 @@ def test_a_lock_held_by_another_process_becomes_state_error(db_url: str) -> None
             subs.add(db, "ada@example.org")
         waited = time.monotonic() - started
     assert info.value.message == (
-        f"the state database {db.where} is locked by another process (waited 0.3 s)")
+        f"the state database {db.where} is locked by another process (waited 0.3 s)"
+    )
     assert info.value.hint is not None and "another newsletter command" in info.value.hint
     assert 0.25 <= waited < 10
 
@@ -110,31 +116,40 @@ def test_cannot_connect_never_shows_the_password(postgres_server: PostgresServer
         open_database(url)
     assert info.value.message.startswith(
         f"cannot connect to the state database postgresql+psycopg://newsletter:***@127.0.0.1:"
-        f"{port}/news: ")
+        f"{port}/news: "
+    )
     assert "refused" in info.value.message
     assert "s3cret-pw" not in "\n".join(info.value.lines())
 
 
 def test_server_refusal_is_reported_with_the_password_masked(
-        postgres_server: PostgresServer) -> None:
-    url = (f"postgresql+psycopg://postgres:wr0ng-pw@127.0.0.1:{postgres_server.port}/"
-           "no_such_db")
+    postgres_server: PostgresServer,
+) -> None:
+    url = f"postgresql+psycopg://postgres:wr0ng-pw@127.0.0.1:{postgres_server.port}/no_such_db"
     with pytest.raises(StateError) as info:
         open_database(url)
-    assert info.value.message.startswith("cannot connect to the state database "
-                                         "postgresql+psycopg://postgres:***@127.0.0.1:")
+    assert info.value.message.startswith(
+        "cannot connect to the state database postgresql+psycopg://postgres:***@127.0.0.1:"
+    )
     assert 'database "no_such_db" does not exist' in info.value.message
     assert "wr0ng-pw" not in "\n".join(info.value.lines())
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("postgresql://u:pa55word@host:notaport/db", "invalid database URL "
-                                                 "'postgresql://u:***@host:notaport/db'"),
-    ("mysql+pymysql://u:pa55word@host/db", "unsupported state database "
-                                           "'mysql+pymysql://u:***@host/db'"),
-    ("sqlite://", "an in-memory SQLite database cannot hold the state"),
-    ("sqlite:///:memory:", "an in-memory SQLite database cannot hold the state"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "postgresql://u:pa55word@host:notaport/db",
+            "invalid database URL 'postgresql://u:***@host:notaport/db'",
+        ),
+        (
+            "mysql+pymysql://u:pa55word@host/db",
+            "unsupported state database 'mysql+pymysql://u:***@host/db'",
+        ),
+        ("sqlite://", "an in-memory SQLite database cannot hold the state"),
+        ("sqlite:///:memory:", "an in-memory SQLite database cannot hold the state"),
+    ],
+)
 def test_unusable_urls_are_refused_clearly(url: str, message: str) -> None:
     with pytest.raises(StateError) as info:
         open_database(url)
@@ -154,8 +169,9 @@ def test_the_directory_cannot_be_created(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("a file where the state dir should be")
     with pytest.raises(StateError) as info:
         open_database(f"sqlite:///{tmp_path / 'blocker' / 'state.db'}")
-    assert info.value.message == (f"cannot create the directory {tmp_path / 'blocker'}: "
-                                  "a file is in the way")
+    assert info.value.message == (
+        f"cannot create the directory {tmp_path / 'blocker'}: a file is in the way"
+    )
 
 
 def test_bugs_are_not_disguised_as_state_errors(db: Database) -> None:

@@ -19,26 +19,25 @@ from newsletter.state import subscribers as subs
 from newsletter.state.schema import subscribers
 
 MESSY = [
-    "email,name,tags,notes",                    # 1  notes: a column the import ignores
-    "ada@example.org,Ada,ai;ml,",               # 2
-    '"grace@example.org","Grace",navy,"met at', # 3  a quoted field spanning two lines
-    'the conference"',                          # 4
-    "not-an-address,Bad,,",                     # 5  bad
-    "ADA@EXAMPLE.ORG,Dup,,",                    # 6  duplicate of line 2
-    "",                                         # 7  blank
-    'bob@example.org,"Bob, Jr",x,y,extra',      # 8  bad: too many fields
-    'carol@example.org,"Carol',                 # 9  bad: a line break in the name
-    'Evil",,',                                  # 10
-    ",NoEmail,,",                               # 11 bad
-    'dave@example.org,"Dave "the" man",,',      # 12 bad: stray quote
-    "eve@xn--bcher-kva.de,Eve",                 # 13 fewer fields than the header is fine
+    "email,name,tags,notes",  # 1  notes: a column the import ignores
+    "ada@example.org,Ada,ai;ml,",  # 2
+    '"grace@example.org","Grace",navy,"met at',  # 3  a quoted field spanning two lines
+    'the conference"',  # 4
+    "not-an-address,Bad,,",  # 5  bad
+    "ADA@EXAMPLE.ORG,Dup,,",  # 6  duplicate of line 2
+    "",  # 7  blank
+    'bob@example.org,"Bob, Jr",x,y,extra',  # 8  bad: too many fields
+    'carol@example.org,"Carol',  # 9  bad: a line break in the name
+    'Evil",,',  # 10
+    ",NoEmail,,",  # 11 bad
+    'dave@example.org,"Dave "the" man",,',  # 12 bad: stray quote
+    "eve@xn--bcher-kva.de,Eve",  # 13 fewer fields than the header is fine
 ]
 
 
 def messy_problems(path: Path, newline: str = "\n") -> list[str]:
     return [
-        f"{path}:5: invalid email address 'not-an-address': An email address must have an "
-        "@-sign.",
+        f"{path}:5: invalid email address 'not-an-address': An email address must have an @-sign.",
         f"{path}:8: 5 fields but the header has 4 (quote a field that contains a comma)",
         f"{path}:9: name {'Carol' + newline + 'Evil'!r} contains a line break or control "
         f"character (U+000{'D' if newline == chr(13) + chr(10) else 'A'})",
@@ -48,14 +47,16 @@ def messy_problems(path: Path, newline: str = "\n") -> list[str]:
 
 
 def write(path: Path, lines: list[str], *, newline: str = "\n", bom: bool = False) -> Path:
-    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + newline.join(lines).encode() +
-                     newline.encode())
+    path.write_bytes(
+        (b"\xef\xbb\xbf" if bom else b"") + newline.join(lines).encode() + newline.encode()
+    )
     return path
 
 
 @pytest.mark.parametrize(("newline", "bom"), [("\n", False), ("\r\n", True)])
-def test_bad_rows_are_reported_with_their_physical_line(db: Database, tmp_path: Path,
-                                                        newline: str, bom: bool) -> None:
+def test_bad_rows_are_reported_with_their_physical_line(
+    db: Database, tmp_path: Path, newline: str, bom: bool
+) -> None:
     path = write(tmp_path / "list.csv", MESSY, newline=newline, bom=bom)
     report = subs.import_csv(db, path)
     assert [str(p) for p in report.problems] == messy_problems(path, newline)
@@ -89,8 +90,10 @@ def test_strict_imports_a_clean_file(db: Database, tmp_path: Path) -> None:
 def test_existing_subscribers_are_left_alone(db: Database, tmp_path: Path) -> None:
     subs.add(db, "Ada@Example.org", "Ada Lovelace")
     subs.add(db, "p@example.org", status=SubscriberStatus.PENDING)
-    path = write(tmp_path / "list.csv", ["email,name", "ada@example.org,Other",
-                                         "P@example.org,", "new@example.org,New"])
+    path = write(
+        tmp_path / "list.csv",
+        ["email,name", "ada@example.org,Other", "P@example.org,", "new@example.org,New"],
+    )
     report = subs.import_csv(db, path)
     assert (report.added, report.existing) == (1, 2)
     ada, p = subs.get(db, "ada@example.org"), subs.get(db, "p@example.org")
@@ -104,12 +107,14 @@ def test_suppression_survives_remove_and_reimport(db: Database, tmp_path: Path) 
     subs.set_status(db, "ada@example.org", SubscriberStatus.UNSUBSCRIBED)
     subs.set_status(db, "bob@example.org", SubscriberStatus.COMPLAINED, reason="spam report")
     assert subs.remove(db, "ada@example.org")
-    path = write(tmp_path / "list.csv", ["email", "ADA@example.org", "bob@example.org",
-                                         "cy@example.org"])
+    path = write(
+        tmp_path / "list.csv", ["email", "ADA@example.org", "bob@example.org", "cy@example.org"]
+    )
     report = subs.import_csv(db, path)
     assert [str(p) for p in report.skipped] == [
         f"{path}:2: skipped ADA@example.org: suppressed (unsubscribed)",
-        f"{path}:3: skipped bob@example.org: suppressed (spam report)"]
+        f"{path}:3: skipped bob@example.org: suppressed (spam report)",
+    ]
     assert (report.added, report.existing, report.problems) == (1, 0, ())
     assert subs.get(db, "ada@example.org") is None
     bob = subs.get(db, "bob@example.org")
@@ -124,14 +129,21 @@ def test_non_utf8_bytes_spoil_only_their_row(db: Database, tmp_path: Path) -> No
     assert report.added == 2
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("", "is empty"),
-    ("\n\n", "is empty"),
-    ("mail,name\na@example.org,A\n", "header row must name each column once, including 'email'"),
-    ("email,name,Email\na@example.org,A,b\n", "(found: email, name, email)"),
-])
-def test_a_bad_header_stops_the_import(db: Database, tmp_path: Path, content: str,
-                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "is empty"),
+        ("\n\n", "is empty"),
+        (
+            "mail,name\na@example.org,A\n",
+            "header row must name each column once, including 'email'",
+        ),
+        ("email,name,Email\na@example.org,A,b\n", "(found: email, name, email)"),
+    ],
+)
+def test_a_bad_header_stops_the_import(
+    db: Database, tmp_path: Path, content: str, message: str
+) -> None:
     path = tmp_path / "list.csv"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(SubscriberError) as info:
@@ -153,8 +165,9 @@ def numbered(path: Path, n: int) -> Path:
     return path
 
 
-def test_batches_are_committed_whole(db: Database, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batches_are_committed_whole(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = numbered(tmp_path / "list.csv", 25)
     real = csv_import._write_batch
     calls = 0
@@ -171,7 +184,8 @@ def test_batches_are_committed_whole(db: Database, tmp_path: Path,
         subs.import_csv(db, path, batch_size=10)
     assert info.value.message == (
         "the state database x is locked by another process (waited 5 s) (importing "
-        f"{path}: 2 batches with 20 new subscribers were committed before this)")
+        f"{path}: 2 batches with 20 new subscribers were committed before this)"
+    )
     assert info.value.hint is not None and "rows already imported are skipped" in info.value.hint
     assert subs.count(db)["active"] == 20
     monkeypatch.setattr(csv_import, "_write_batch", real)
@@ -182,9 +196,11 @@ def test_batches_are_committed_whole(db: Database, tmp_path: Path,
 def test_kill_during_import_leaves_whole_batches(tmp_path: Path, sqlite_url: str) -> None:
     path = numbered(tmp_path / "list.csv", 100_000)
     open_database(sqlite_url).close()
-    code = ("import sys; from newsletter.state import open_database; "
-            "from newsletter.state.csv_import import import_csv; "
-            "import_csv(open_database(sys.argv[1]), sys.argv[2], batch_size=1000)")
+    code = (
+        "import sys; from newsletter.state import open_database; "
+        "from newsletter.state.csv_import import import_csv; "
+        "import_csv(open_database(sys.argv[1]), sys.argv[2], batch_size=1000)"
+    )
     child = subprocess.Popen([sys.executable, "-c", code, sqlite_url, str(path)])
     with open_database(sqlite_url) as db:
         try:
@@ -210,10 +226,16 @@ def test_import_100k_rows_quickly(db: Database, tmp_path: Path) -> None:
     cpu = time.process_time()
     report = subs.import_csv(db, path)
     cpu = time.process_time() - cpu
-    print(f"\n100,000-row import on {db.dialect}: {report.seconds:.2f} s wall, {cpu:.2f} s CPU "
-          f"in this process, load average {os.getloadavg()[0]:.1f}")
-    assert (report.added, report.rows, report.batches, report.problems) == (100_000, 100_000,
-                                                                            20, ())
+    print(
+        f"\n100,000-row import on {db.dialect}: {report.seconds:.2f} s wall, {cpu:.2f} s CPU "
+        f"in this process, load average {os.getloadavg()[0]:.1f}"
+    )
+    assert (report.added, report.rows, report.batches, report.problems) == (
+        100_000,
+        100_000,
+        20,
+        (),
+    )
     assert report.seconds < 30
     assert subs.count(db)["active"] == 100_000
     last = subs.get(db, "USER99999@example.org")

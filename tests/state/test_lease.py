@@ -12,8 +12,7 @@ from newsletter.errors import ScheduleError
 from newsletter.state import Database, Lease, open_database
 
 
-def test_refused_while_held_taken_over_after_expiry(db: Database,
-                                                    fixed_clock: FixedClock) -> None:
+def test_refused_while_held_taken_over_after_expiry(db: Database, fixed_clock: FixedClock) -> None:
     a = Lease(db, "scheduler", "host-a:1", ttl_seconds=60)
     b = Lease(db, "scheduler", "host-b:2", ttl_seconds=60)
     assert a.acquire()
@@ -44,12 +43,15 @@ def test_release_frees_it_at_once(db: Database, fixed_clock: FixedClock) -> None
 
 
 def test_context_manager_raises_schedule_error_naming_the_holder(
-        db: Database, fixed_clock: FixedClock) -> None:
+    db: Database, fixed_clock: FixedClock
+) -> None:
     with Lease(db, "scheduler", "host-a:1", 600):
         with pytest.raises(ScheduleError) as info, Lease(db, "scheduler", "host-b:2", 600):
             pytest.fail("entered a lease held by someone else")
-        assert info.value.message == ("another scheduler holds the lease 'scheduler' "
-                                      "(host-a:1) until 2024-05-01T12:10:00+00:00")
+        assert info.value.message == (
+            "another scheduler holds the lease 'scheduler' "
+            "(host-a:1) until 2024-05-01T12:10:00+00:00"
+        )
         assert info.value.hint is not None and "taken over once it expires" in info.value.hint
     # Released on exit: the other one gets it now.
     with Lease(db, "scheduler", "host-b:2", 600) as lease:

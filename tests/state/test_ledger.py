@@ -39,8 +39,9 @@ def test_enqueue_is_idempotent_and_takes_only_active_unsuppressed(db: Database) 
     assert ledger.enqueue(7) == 0
     subs.add(db, "late@example.org")
     assert ledger.enqueue(7) == 1
-    assert ledger.summary(7) == LedgerSummary(edition=7, total=5, sent=0, failed=0, pending=5,
-                                              suppressed=0, failures=[])
+    assert ledger.summary(7) == LedgerSummary(
+        edition=7, total=5, sent=0, failed=0, pending=5, suppressed=0, failures=[]
+    )
     assert all_pending(ledger, 7) == [emails[0], *emails[2:], "late@example.org"]
     assert ledger.enqueue(8) == 5  # another edition has its own rows
 
@@ -52,8 +53,11 @@ def test_a_suppression_alone_keeps_an_active_subscriber_out(db: Database) -> Non
 
     populate(db, 3)
     with db.transaction() as conn:
-        conn.execute(suppressions.insert().values(email_key="r001@example.org",
-                                                  reason="provider list", created_at=clock.now()))
+        conn.execute(
+            suppressions.insert().values(
+                email_key="r001@example.org", reason="provider list", created_at=clock.now()
+            )
+        )
     ledger = Ledger(db)
     assert ledger.enqueue(1) == 2
     assert all_pending(ledger, 1) == ["r000@example.org", "r002@example.org"]
@@ -108,17 +112,27 @@ def test_record_outcomes(db: Database, fixed_clock: FixedClock) -> None:
     ledger = Ledger(db)
     ledger.enqueue(1)
     rows = ledger.pending(1)
-    ledger.record(1, [
-        DeliveryOutcome(rows[0].id, SENT, provider_id="msg-1"),
-        DeliveryOutcome(rows[1].id, PENDING, error="421 try again later"),
-        DeliveryOutcome(rows[2].id, FAILED, error="552 mailbox full"),
-    ])
+    ledger.record(
+        1,
+        [
+            DeliveryOutcome(rows[0].id, SENT, provider_id="msg-1"),
+            DeliveryOutcome(rows[1].id, PENDING, error="421 try again later"),
+            DeliveryOutcome(rows[2].id, FAILED, error="552 mailbox full"),
+        ],
+    )
     assert [p.email for p in ledger.pending(1)] == [emails[1], emails[3]]
     assert ledger.pending(1)[0].attempts == 1
     ledger.record(1, [DeliveryOutcome(rows[1].id, SENT), DeliveryOutcome(rows[3].id, SENT)])
     summary = ledger.summary(1)
-    assert summary == LedgerSummary(edition=1, total=4, sent=3, failed=1, pending=0,
-                                    suppressed=0, failures=[(emails[2], "552 mailbox full")])
+    assert summary == LedgerSummary(
+        edition=1,
+        total=4,
+        sent=3,
+        failed=1,
+        pending=0,
+        suppressed=0,
+        failures=[(emails[2], "552 mailbox full")],
+    )
     assert summary.settled
     # A late duplicate outcome cannot un-send a row.
     ledger.record(1, [DeliveryOutcome(rows[0].id, FAILED, error="oops")])
@@ -129,6 +143,7 @@ def test_record_outcomes(db: Database, fixed_clock: FixedClock) -> None:
     from sqlalchemy import select
 
     from newsletter.state.schema import deliveries
+
     with db.connect() as conn:
         row = conn.execute(select(deliveries).where(deliveries.c.id == rows[1].id)).one()
     assert (row.status, row.attempts, row.last_error, row.provider_id) == ("sent", 2, "", "")
@@ -143,10 +158,13 @@ def test_hard_bounce_and_complaint_suppress_the_address(db: Database) -> None:
     ledger = Ledger(db)
     ledger.enqueue(1)
     rows = ledger.pending(1)
-    ledger.record(1, [
-        DeliveryOutcome(rows[0].id, FAILED, error="550 5.1.1 no such user", hard_bounce=True),
-        DeliveryOutcome(rows[1].id, SENT, complained=True),
-    ])
+    ledger.record(
+        1,
+        [
+            DeliveryOutcome(rows[0].id, FAILED, error="550 5.1.1 no such user", hard_bounce=True),
+            DeliveryOutcome(rows[1].id, SENT, complained=True),
+        ],
+    )
     bounced, complained = subs.get(db, emails[0]), subs.get(db, emails[1])
     assert bounced is not None and bounced.status is SubscriberStatus.BOUNCED
     assert complained is not None and complained.status is SubscriberStatus.COMPLAINED
@@ -161,8 +179,11 @@ def test_reset_failed_retries_them(db: Database) -> None:
     ledger = Ledger(db)
     ledger.enqueue(1)
     rows = ledger.pending(1)
-    ledger.record(1, [DeliveryOutcome(r.id, FAILED, error="timeout") for r in rows[:2]] +
-                  [DeliveryOutcome(rows[2].id, SENT)])
+    ledger.record(
+        1,
+        [DeliveryOutcome(r.id, FAILED, error="timeout") for r in rows[:2]]
+        + [DeliveryOutcome(rows[2].id, SENT)],
+    )
     assert ledger.mark_finished(1)
     assert ledger.reset_failed(1) == 2
     assert ledger.reset_failed(1) == 0
@@ -178,8 +199,10 @@ def test_summary_adds_up(db: Database) -> None:
     ledger.enqueue(4)
     rows = ledger.pending(4)
     outcomes = [DeliveryOutcome(r.id, SENT) for r in rows[:5]]
-    outcomes += [DeliveryOutcome(rows[5].id, FAILED, error="b"),
-                 DeliveryOutcome(rows[6].id, FAILED, error="a")]
+    outcomes += [
+        DeliveryOutcome(rows[5].id, FAILED, error="b"),
+        DeliveryOutcome(rows[6].id, FAILED, error="a"),
+    ]
     ledger.record(4, outcomes)
     subs.set_status(db, emails[7], SubscriberStatus.UNSUBSCRIBED)
     ledger.pending(4)
@@ -190,8 +213,9 @@ def test_summary_adds_up(db: Database) -> None:
     assert ledger.summary(99) == LedgerSummary(99, 0, 0, 0, 0, 0, [])
 
 
-def test_edition_runs_say_when_sending_started_and_finished(db: Database,
-                                                            fixed_clock: FixedClock) -> None:
+def test_edition_runs_say_when_sending_started_and_finished(
+    db: Database, fixed_clock: FixedClock
+) -> None:
     populate(db, 2)
     ledger = Ledger(db)
     assert ledger.sent_editions() == {}
@@ -205,7 +229,11 @@ def test_edition_runs_say_when_sending_started_and_finished(db: Database,
     assert ledger.mark_finished(5)
     run = ledger.sent_editions()[5]
     assert (run.sender, run.started_at, run.finished_at, run.finished) == (
-        "smtp", start, fixed_clock.at, True)
+        "smtp",
+        start,
+        fixed_clock.at,
+        True,
+    )
     fixed_clock.advance(minutes=1)
     assert ledger.mark_finished(5)
     assert ledger.sent_editions()[5].finished_at == start.replace(minute=3)
@@ -222,8 +250,13 @@ def test_concurrent_record_from_four_threads(db: Database) -> None:
         try:
             mine = rows[part::4]
             for start in range(0, len(mine), 5):  # group commits of 5, like the dispatcher
-                ledger.record(1, [DeliveryOutcome(r.id, SENT, provider_id=f"p{r.id}")
-                                  for r in mine[start:start + 5]])
+                ledger.record(
+                    1,
+                    [
+                        DeliveryOutcome(r.id, SENT, provider_id=f"p{r.id}")
+                        for r in mine[start : start + 5]
+                    ],
+                )
         except BaseException as exc:  # reported below, failing the test
             errors.append(exc)
 
@@ -238,9 +271,11 @@ def test_concurrent_record_from_four_threads(db: Database) -> None:
     from sqlalchemy import func, select
 
     from newsletter.state.schema import deliveries
+
     with db.connect() as conn:
-        attempts = conn.execute(select(func.min(deliveries.c.attempts),
-                                       func.max(deliveries.c.attempts))).one()
+        attempts = conn.execute(
+            select(func.min(deliveries.c.attempts), func.max(deliveries.c.attempts))
+        ).one()
     assert tuple(attempts) == (1, 1)
 
 
@@ -276,23 +311,40 @@ def test_hot_path_queries_use_key_lookups_on_sqlite(tmp_path: object) -> None:
         ledger.enqueue(1)
         subs.set_status(db, "r001@example.org", SubscriberStatus.UNSUBSCRIBED)
 
-        def grab(conn: object, cursor: object, statement: str, parameters: object,
-                 context: object, executemany: bool) -> None:
+        def grab(
+            conn: object,
+            cursor: object,
+            statement: str,
+            parameters: object,
+            context: object,
+            executemany: bool,
+        ) -> None:
             seen.append((statement, parameters[0] if executemany else parameters))  # type: ignore[index]
 
         event.listen(db.engine, "before_cursor_execute", grab)
         rows = ledger.pending(1)
-        ledger.record(1, [DeliveryOutcome(rows[0].id, FAILED, "550", hard_bounce=True),
-                          DeliveryOutcome(rows[1].id, SENT, complained=True),
-                          DeliveryOutcome(rows[2].id, SENT)])
+        ledger.record(
+            1,
+            [
+                DeliveryOutcome(rows[0].id, FAILED, "550", hard_bounce=True),
+                DeliveryOutcome(rows[1].id, SENT, complained=True),
+                DeliveryOutcome(rows[2].id, SENT),
+            ],
+        )
         event.remove(db.engine, "before_cursor_execute", grab)
-    allowed = ("USING INTEGER PRIMARY KEY", "USING INDEX sqlite_autoindex_subscribers_1",
-               "USING COVERING INDEX sqlite_autoindex_suppressions_1",
-               "ix_deliveries_edition_status_id (edition=? AND status=? AND id>?)")
+    allowed = (
+        "USING INTEGER PRIMARY KEY",
+        "USING INDEX sqlite_autoindex_subscribers_1",
+        "USING COVERING INDEX sqlite_autoindex_suppressions_1",
+        "ix_deliveries_edition_status_id (edition=? AND status=? AND id>?)",
+    )
     with sqlite3.connect(path) as raw:
-        plans = [(statement, row[3]) for statement, params in seen
-                 if not statement.lstrip().upper().startswith(("INSERT", "BEGIN", "COMMIT"))
-                 for row in raw.execute("EXPLAIN QUERY PLAN " + statement, params)]  # type: ignore[arg-type]
+        plans = [
+            (statement, row[3])
+            for statement, params in seen
+            if not statement.lstrip().upper().startswith(("INSERT", "BEGIN", "COMMIT"))
+            for row in raw.execute("EXPLAIN QUERY PLAN " + statement, params)
+        ]  # type: ignore[arg-type]
     raw.close()
     assert len(plans) >= 6
     bad = [(s.split()[0:4], p) for s, p in plans if not any(a in p for a in allowed)]

@@ -118,8 +118,9 @@ def test_migrations_build_exactly_the_tables_the_code_queries(db: Database) -> N
             assert [c.nullable for c in found.columns] == [c.nullable for c in table.columns]
             assert {i.name for i in found.indexes} == {i.name for i in table.indexes}
             unique = {u["name"] for u in inspect(conn).get_unique_constraints(table.name)}
-            assert unique == {c.name for c in table.constraints
-                              if c.__class__.__name__ == "UniqueConstraint"}
+            assert unique == {
+                c.name for c in table.constraints if c.__class__.__name__ == "UniqueConstraint"
+            }
         assert set(reflected.tables) == set(metadata.tables)
 
 
@@ -135,8 +136,11 @@ def test_v1_database_is_upgraded_in_place_keeping_data(db_url: str) -> None:
         with db.connect() as conn:
             assert current_version(conn) == 2
             rows = conn.execute(text("SELECT email, locale FROM subscribers ORDER BY id")).all()
-            names = conn.execute(select(schema_version.c.name)
-                                 .order_by(schema_version.c.version)).scalars().all()
+            names = (
+                conn.execute(select(schema_version.c.name).order_by(schema_version.c.version))
+                .scalars()
+                .all()
+            )
         assert [tuple(r) for r in rows] == [("Ada@Example.org", "en"), ("用户@例子.广告", "zh")]
         assert names == ["v1_initial", "v2_add_locale"]
         # Everything written before the upgrade is still there and still works.
@@ -147,7 +151,8 @@ def test_v1_database_is_upgraded_in_place_keeping_data(db_url: str) -> None:
     with pytest.raises(StateError) as info:
         open_database(db_url)
     assert "has schema version 2, newer than this version of newsletter understands (1)" in (
-        info.value.message)
+        info.value.message
+    )
     assert info.value.hint is not None and "upgrade newsletter" in info.value.hint
 
 
@@ -158,7 +163,10 @@ def test_released_v1_file_opens_and_keeps_working(tmp_path: Path) -> None:
     raw.close()
     with open_database(f"sqlite:///{path}") as db:
         assert [s.email for s in subs.iter_subscribers(db)] == [
-            "Ada@Example.org", "用户@例子.广告", "gone@example.org"]
+            "Ada@Example.org",
+            "用户@例子.广告",
+            "gone@example.org",
+        ]
         assert subs.suppression(db, "gone@example.org") == "unsubscribed"
         ledger = Ledger(db)
         assert [p.email for p in ledger.pending(1)] == ["用户@例子.广告"]
@@ -215,7 +223,8 @@ def test_racing_first_opens_migrate_once(db_url: str) -> None:
 
 def test_schema_version_newer_than_code_is_refused(db_url: str) -> None:
     with open_database(db_url) as db, db.transaction() as conn:
-        conn.execute(schema_version.insert().values(version=7, name="future",
-                                                    applied_at=clock.now()))
+        conn.execute(
+            schema_version.insert().values(version=7, name="future", applied_at=clock.now())
+        )
     with pytest.raises(StateError, match="has schema version 7, newer than"):
         open_database(db_url)

@@ -13,13 +13,16 @@ from newsletter.state import Database, SubscriberError, address_key
 from newsletter.state import subscribers as subs
 
 
-@pytest.mark.parametrize(("address", "why"), [
-    ("ada", "must have an @-sign"),
-    ("ada@example", "It should have a period"),
-    ("ada lovelace@example.org", "invalid characters before the @-sign"),
-    ("ada@@example.org", "invalid characters"),
-    ("ada@example.org\nBcc: eve@example.org", "invalid characters"),
-])
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("ada", "must have an @-sign"),
+        ("ada@example", "It should have a period"),
+        ("ada lovelace@example.org", "invalid characters before the @-sign"),
+        ("ada@@example.org", "invalid characters"),
+        ("ada@example.org\nBcc: eve@example.org", "invalid characters"),
+    ],
+)
 def test_bad_addresses_are_refused_with_the_reason(db: Database, address: str, why: str) -> None:
     with pytest.raises(SubscriberError) as info:
         subs.add(db, address)
@@ -48,12 +51,18 @@ def test_dedupe_is_case_insensitive(db: Database) -> None:
     with pytest.raises(SubscriberError, match=r"Ada@EXAMPLE\.org is already on the list"):
         subs.add(db, "Ada@EXAMPLE.org")
     assert subs.get(db, "ada@example.ORG") == first
-    assert subs.count(db) == {"pending": 0, "active": 1, "unsubscribed": 0, "bounced": 0,
-                              "complained": 0}
+    assert subs.count(db) == {
+        "pending": 0,
+        "active": 1,
+        "unsubscribed": 0,
+        "bounced": 0,
+        "complained": 0,
+    }
 
 
-@pytest.mark.parametrize("name", ["Ada\r\nBcc: eve@example.org", "Ada\nLovelace", "A\x00da",
-                                  "Ada\u2028Lovelace"])
+@pytest.mark.parametrize(
+    "name", ["Ada\r\nBcc: eve@example.org", "Ada\nLovelace", "A\x00da", "Ada\u2028Lovelace"]
+)
 def test_names_with_line_breaks_are_refused(db: Database, name: str) -> None:
     with pytest.raises(SubscriberError, match="line break or control character"):
         subs.add(db, "ada@example.org", name)
@@ -68,8 +77,9 @@ def test_tags_are_split_trimmed_lowercased_and_deduplicated(db: Database) -> Non
 
 def test_unsubscribe_suppresses_and_only_reactivate_lifts_it(db: Database) -> None:
     subs.add(db, "ada@example.org", "Ada")
-    changed = subs.set_status(db, "ADA@example.org", SubscriberStatus.UNSUBSCRIBED,
-                              reason="clicked unsubscribe")
+    changed = subs.set_status(
+        db, "ADA@example.org", SubscriberStatus.UNSUBSCRIBED, reason="clicked unsubscribe"
+    )
     assert changed is not None and changed.status is SubscriberStatus.UNSUBSCRIBED
     assert subs.suppression(db, "ada@example.org") == "clicked unsubscribe"
     with pytest.raises(SubscriberError, match=r"suppressed \(clicked unsubscribe\)"):
@@ -107,17 +117,24 @@ def test_count_by_status(db: Database) -> None:
         subs.add(db, f"a{n}@example.org")
     subs.add(db, "p@example.org", status=SubscriberStatus.PENDING)
     subs.set_status(db, "a0@example.org", SubscriberStatus.UNSUBSCRIBED)
-    assert subs.count(db) == {"pending": 1, "active": 2, "unsubscribed": 1, "bounced": 0,
-                              "complained": 0}
+    assert subs.count(db) == {
+        "pending": 1,
+        "active": 2,
+        "unsubscribed": 1,
+        "bounced": 0,
+        "complained": 0,
+    }
 
 
 def test_iter_subscribers_pages_by_id(db: Database) -> None:
     added = [subs.add(db, f"u{n:02d}@example.org", f"U{n}") for n in range(10)]
     subs.set_status(db, "u03@example.org", SubscriberStatus.UNSUBSCRIBED)
     assert list(subs.iter_subscribers(db, page=3)) == [
-        s if s.email != "u03@example.org" else Subscriber(
-            id=s.id, email=s.email, name=s.name, status=SubscriberStatus.UNSUBSCRIBED)
-        for s in added]
+        s
+        if s.email != "u03@example.org"
+        else Subscriber(id=s.id, email=s.email, name=s.name, status=SubscriberStatus.UNSUBSCRIBED)
+        for s in added
+    ]
     active = list(subs.iter_subscribers(db, SubscriberStatus.ACTIVE, page=4))
     assert [s.email for s in active] == [f"u{n:02d}@example.org" for n in range(10) if n != 3]
 
@@ -131,7 +148,8 @@ def test_export_then_import_round_trips(db: Database, tmp_path: object) -> None:
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert [(r["email"], r["name"], r["tags"], r["status"]) for r in rows] == [
         ("Ada@Example.org", 'Ada "the Countess", Lovelace', "ai;math", "active"),
-        ("用户@例子.广告", "用户", "", "active")]
+        ("用户@例子.广告", "用户", "", "active"),
+    ]
     assert rows[0]["created_at"].endswith("+00:00")
     # The export is a valid import file: everything is already there.
     from pathlib import Path

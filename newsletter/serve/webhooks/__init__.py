@@ -58,8 +58,7 @@ class Batch:
 class WebhookError(Exception):
     """Refuse the request with ``status``; the message is safe to send back (no secrets)."""
 
-    def __init__(self, status: int, message: str,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -114,8 +113,9 @@ class Webhooks:
         applied = await run_in_threadpool(apply_events, services.db, name, batch.events)
         if batch.delivery_id:  # only once applied: a failed attempt may be retried
             services.replays.add(f"{name}:{batch.delivery_id}")
-        return JSONResponse({"ok": True, "applied": applied,
-                             "ignored": batch.ignored + len(batch.events) - applied})
+        return JSONResponse(
+            {"ok": True, "applied": applied, "ignored": batch.ignored + len(batch.events) - applied}
+        )
 
 
 def apply_events(db: Database, provider: str, events: Sequence[Event]) -> int:
@@ -131,8 +131,11 @@ def apply_events(db: Database, provider: str, events: Sequence[Event]) -> int:
         if event.kind is Kind.UNSUBSCRIBE:
             applied += subscription.unsubscribe(db, email, detail)
             continue
-        status = SubscriberStatus.COMPLAINED if event.kind is Kind.COMPLAINT \
+        status = (
+            SubscriberStatus.COMPLAINED
+            if event.kind is Kind.COMPLAINT
             else SubscriberStatus.BOUNCED
+        )
         current = subscribers.get(db, email)
         if current is not None and current.status in (status, SubscriberStatus.COMPLAINED):
             continue  # already known; a complaint is the stronger fact and stays

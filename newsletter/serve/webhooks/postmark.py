@@ -24,8 +24,11 @@ USER_ENV = "NEWSLETTER_POSTMARK_WEBHOOK_USER"
 PASSWORD_ENV = "NEWSLETTER_POSTMARK_WEBHOOK_PASSWORD"
 # Bounce types that mean the address will not work (Postmark deactivates it as well).
 HARD = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"})
-_CHANGE = {"HardBounce": Kind.BOUNCE, "SpamComplaint": Kind.COMPLAINT,
-           "ManualSuppression": Kind.UNSUBSCRIBE}  # an unsubscribe is a ManualSuppression
+_CHANGE = {
+    "HardBounce": Kind.BOUNCE,
+    "SpamComplaint": Kind.COMPLAINT,
+    "ManualSuppression": Kind.UNSUBSCRIBE,
+}  # an unsubscribe is a ManualSuppression
 
 
 @dataclass
@@ -50,8 +53,11 @@ class Postmark:
         # Both compared (no short circuit), each in constant time.
         ok = hmac.compare_digest(user, self.user) & hmac.compare_digest(password, self.password)
         if not ok:
-            raise WebhookError(401, "authentication required",
-                               {"WWW-Authenticate": 'Basic realm="newsletter webhooks"'})
+            raise WebhookError(
+                401,
+                "authentication required",
+                {"WWW-Authenticate": 'Basic realm="newsletter webhooks"'},
+            )
 
 
 def parse(data: Mapping[str, Any]) -> Batch:

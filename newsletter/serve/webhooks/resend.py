@@ -57,8 +57,13 @@ def parse(data: Mapping[str, Any]) -> Batch:
     payload = data.get("data")
     payload = payload if isinstance(payload, dict) else {}
     to = payload.get("to")
-    recipients = [to] if isinstance(to, str) else \
-        [text(a) for a in to if text(a)] if isinstance(to, list) else []
+    recipients = (
+        [to]
+        if isinstance(to, str)
+        else [text(a) for a in to if text(a)]
+        if isinstance(to, list)
+        else []
+    )
     if kind == "email.bounced":
         bounce = payload.get("bounce")
         bounce = bounce if isinstance(bounce, dict) else {}
@@ -76,8 +81,10 @@ def load_secret(value: str) -> bytes:
     try:
         return base64.b64decode(value.strip().removeprefix("whsec_"), validate=True)
     except (binascii.Error, ValueError):
-        raise ConfigError(f"environment variable {SECRET_ENV} is not a webhook signing secret",
-                          hint="copy the signing secret (whsec_…) from Resend → Webhooks") from None
+        raise ConfigError(
+            f"environment variable {SECRET_ENV} is not a webhook signing secret",
+            hint="copy the signing secret (whsec_…) from Resend → Webhooks",
+        ) from None
 
 
 def from_env(environ: Mapping[str, str]) -> Resend | None:

@@ -20,8 +20,11 @@ from newsletter.serve.webhooks import Batch, Event, Kind, WebhookError, json_bod
 KEY_ENV = "NEWSLETTER_SENDGRID_WEBHOOK_PUBLIC_KEY"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-_DROPPED = {"Bounced Address": Kind.BOUNCE, "Spam Reporting Address": Kind.COMPLAINT,
-            "Unsubscribed Address": Kind.UNSUBSCRIBE}
+_DROPPED = {
+    "Bounced Address": Kind.BOUNCE,
+    "Spam Reporting Address": Kind.COMPLAINT,
+    "Unsubscribed Address": Kind.UNSUBSCRIBE,
+}
 
 
 @dataclass
@@ -44,8 +47,11 @@ class SendGrid:
 def verify(key: ec.EllipticCurvePublicKey, signature: str, timestamp: str, body: bytes) -> bool:
     """The documented check: the signature is over the timestamp header + the raw body."""
     try:
-        key.verify(base64.b64decode(signature, validate=True), timestamp.encode("ascii") + body,
-                   ec.ECDSA(hashes.SHA256()))
+        key.verify(
+            base64.b64decode(signature, validate=True),
+            timestamp.encode("ascii") + body,
+            ec.ECDSA(hashes.SHA256()),
+        )
     except (InvalidSignature, binascii.Error, ValueError, UnicodeEncodeError):
         return False
     return True
@@ -64,8 +70,9 @@ def parse(events: Sequence[Any]) -> Batch:
         elif event == "spamreport":
             found.append(Event(email, Kind.COMPLAINT, event))
         elif event == "dropped" and text(data.get("reason")) in _DROPPED:
-            found.append(Event(email, _DROPPED[text(data.get("reason"))],
-                               f"dropped: {data.get('reason')}"))
+            found.append(
+                Event(email, _DROPPED[text(data.get("reason"))], f"dropped: {data.get('reason')}")
+            )
         elif event in ("unsubscribe", "group_unsubscribe"):
             found.append(Event(email, Kind.UNSUBSCRIBE, event))
         else:
@@ -77,14 +84,19 @@ def load_key(value: str) -> ec.EllipticCurvePublicKey:
     """The verification key as SendGrid shows it (base64 DER) or as PEM."""
     try:
         raw = value.strip().encode("ascii")
-        key = serialization.load_pem_public_key(raw) if raw.startswith(b"-----BEGIN") \
+        key = (
+            serialization.load_pem_public_key(raw)
+            if raw.startswith(b"-----BEGIN")
             else serialization.load_der_public_key(base64.b64decode(raw, validate=True))
+        )
     except (ValueError, binascii.Error, UnicodeEncodeError, UnsupportedAlgorithm):
         key = None
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise ConfigError(f"environment variable {KEY_ENV} is not an ECDSA public key",
-                          hint="copy the Verification Key from SendGrid → Settings → Mail "
-                               "Settings → Event Webhook (Signed Event Webhook Requests)")
+        raise ConfigError(
+            f"environment variable {KEY_ENV} is not an ECDSA public key",
+            hint="copy the Verification Key from SendGrid → Settings → Mail "
+            "Settings → Event Webhook (Signed Event Webhook Requests)",
+        )
     return key
 
 

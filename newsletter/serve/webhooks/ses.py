@@ -52,8 +52,9 @@ class SES:
         except ValueError:
             raise WebhookError(400, "the SNS Message is not an SES notification") from None
         batch = parse(notification if isinstance(notification, dict) else {})
-        return Batch(batch.events, delivery_id=text(message.get("MessageId")),
-                     ignored=batch.ignored)
+        return Batch(
+            batch.events, delivery_id=text(message.get("MessageId")), ignored=batch.ignored
+        )
 
 
 def confirm_subscription(client: httpx.Client, message: Mapping[str, Any]) -> None:
@@ -77,15 +78,23 @@ def parse(data: Mapping[str, Any]) -> Batch:
         if bounce.get("bounceType") != "Permanent":  # Transient, Undetermined: retried mail
             return Batch(ignored=1)
         detail = text(bounce.get("bounceSubType"))
-        return Batch([Event(_address(r), Kind.BOUNCE, detail)
-                      for r in _list(bounce.get("bouncedRecipients"))])
+        return Batch(
+            [
+                Event(_address(r), Kind.BOUNCE, detail)
+                for r in _list(bounce.get("bouncedRecipients"))
+            ]
+        )
     if kind == "Complaint":
         complaint = data.get("complaint")
         complaint = complaint if isinstance(complaint, dict) else {}
         if complaint.get("complaintFeedbackType") == "not-spam":
             return Batch(ignored=1)
-        return Batch([Event(_address(r), Kind.COMPLAINT, "complaint")
-                      for r in _list(complaint.get("complainedRecipients"))])
+        return Batch(
+            [
+                Event(_address(r), Kind.COMPLAINT, "complaint")
+                for r in _list(complaint.get("complainedRecipients"))
+            ]
+        )
     return Batch(ignored=1)
 
 

@@ -23,10 +23,24 @@ from newsletter.serve.webhooks import WebhookError, text
 _SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 _FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token",
-                                 "TopicArn", "Type"),
-    "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token",
-                                "TopicArn", "Type"),
+    "SubscriptionConfirmation": (
+        "Message",
+        "MessageId",
+        "SubscribeURL",
+        "Timestamp",
+        "Token",
+        "TopicArn",
+        "Type",
+    ),
+    "UnsubscribeConfirmation": (
+        "Message",
+        "MessageId",
+        "SubscribeURL",
+        "Timestamp",
+        "Token",
+        "TopicArn",
+        "Type",
+    ),
 }
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
 CertLoader = Callable[[str], bytes]
@@ -39,9 +53,13 @@ def is_sns_url(url: str, *, pem: bool = False) -> bool:
         port = parts.port
     except ValueError:
         return False
-    return (parts.scheme == "https" and not parts.username and port in (None, 443)
-            and bool(_SNS_HOST.match(parts.hostname or ""))
-            and (not pem or parts.path.endswith(".pem")))
+    return (
+        parts.scheme == "https"
+        and not parts.username
+        and port in (None, 443)
+        and bool(_SNS_HOST.match(parts.hostname or ""))
+        and (not pem or parts.path.endswith(".pem"))
+    )
 
 
 def canonical(message: Mapping[str, Any]) -> bytes:

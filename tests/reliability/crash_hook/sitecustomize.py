@@ -1,4 +1,5 @@
 """Test hook: kill this process (os._exit, no cleanup) at a chosen point."""
+
 import os
 
 _writes = os.environ.get("CRASH_AFTER_WRITES")
@@ -14,6 +15,7 @@ def _crash_after(limit):
 
 if _writes == "commit":
     import newsletter.publish.writer as _writer
+
     _real_rename = os.rename
 
     def _rename(src, dst):
@@ -24,6 +26,7 @@ if _writes == "commit":
     _writer.os.rename = _rename
 elif _writes:
     import newsletter.publish.writer as _writer
+
     _write = _writer.SiteWriter.write
 
     def _counted_write(self, rel, data):
@@ -35,6 +38,7 @@ if _batches:
     import functools
 
     import newsletter.state.subscribers as _subs
+
     try:
         import newsletter.state.csv_import as _impl
     except ImportError:  # the import lived in subscribers.py before
