@@ -225,7 +225,7 @@ def subscribers_export(ctx: click.Context, status_: str | None) -> None:
     from newsletter.state import subscribers as subs
 
     with _db(ctx) as db:
-        subs.export_csv(db, click.get_text_stream("stdout"), _status(status_))
+        subs.export_csv(db, sys.stdout, _status(status_))
 
 
 def _status(value: str | None) -> Any:

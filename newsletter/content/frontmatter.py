@@ -86,6 +86,10 @@ def _too_deep(text: str) -> bool:
                     return True
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
+    except yaml.MarkedYAMLError as exc:
+        # PyYAML >= 6.0.4 refuses deep flow nesting itself, in the scanner, before the events
+        # show the depth; it is the same mistake, so it gets the same message.
+        return "nesting depth" in (exc.problem or "")
     except yaml.YAMLError:
         return False  # composing stops at the same error, before nesting any deeper
     return False
