@@ -84,7 +84,9 @@ def build(ctx: click.Context, out: Path | None, drafts: bool) -> None:
     from newsletter.pipeline import build as run_build
 
     config = _config(ctx)
-    report = run_build(config, out=out, drafts=drafts)
+    report = run_build(
+        config, out=out, drafts=drafts, on_wait=lambda message: click.echo(message, err=True)
+    )
     if report.up_to_date:
         click.echo(f"{report.editions} editions, nothing changed: {report.out} is up to date")
         return

@@ -17,6 +17,7 @@ from newsletter.editions import Grouping, group, load_lock, save_lock
 from newsletter.errors import NewsletterError, PublishError
 from newsletter.models import Edition, RenderedEdition
 from newsletter.publish.feeds import ATOM_FILE, JSON_FEED_FILE, RSS_FILE, build_feeds
+from newsletter.publish.lock import build_lock
 from newsletter.publish.writer import SiteWriter
 from newsletter.render import Renderer
 from newsletter.render.cache import RenderCache, edition_key, index_key
@@ -138,10 +139,26 @@ def build(
     drafts: bool = False,
     now: datetime | None = None,
     progress: Callable[[str], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> BuildReport:
-    """Build the whole site into ``out`` atomically, re-rendering only what changed."""
+    """Build the whole site into ``out`` atomically, re-rendering only what changed.
+
+    Builds of one ``out`` take turns (the scheduler's and a manual one, say): each reads the
+    previous build's manifest and replaces the folder, so overlapping them would mix two trees.
+    """
     out = (out or config.out_dir).resolve()
     _refuse_project_folders(config, out)
+    with build_lock(out, on_wait=on_wait or progress):
+        return _build_locked(config, out, drafts, now, progress)
+
+
+def _build_locked(
+    config: Config,
+    out: Path,
+    drafts: bool,
+    now: datetime | None,
+    progress: Callable[[str], None] | None,
+) -> BuildReport:
     report = BuildReport(out=out)
     grouping = load_and_group(config, drafts=drafts, now=now)
     editions = list(grouping.editions)

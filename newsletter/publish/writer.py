@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from newsletter.errors import PublishError
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
 
 
 class SiteWriter:
@@ -15,11 +21,13 @@ class SiteWriter:
 
     A failed build (bad input, disk full, a crash) never touches the previous ``out``: the
     staging directory is removed (or cleaned up by the next run) and ``out`` stays as it was.
+    Each writer has a staging directory of its own; the caller holds ``publish.lock.build_lock``
+    so that leftovers of killed builds can be removed safely.
     """
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.staging = out.parent / f".{out.name}.staging"
+        self.staging = out.parent / f".{out.name}.staging"  # replaced by a unique one on enter
         self.old = out.parent / f".{out.name}.old"
         self.written = 0
         self.linked = 0
@@ -28,9 +36,12 @@ class SiteWriter:
         recover(self.out)
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            if self.staging.exists():
-                shutil.rmtree(self.staging)
-            self.staging.mkdir()
+            for stale in self.out.parent.glob(f".{self.out.name}.staging*"):
+                shutil.rmtree(stale)  # left by a killed build (we hold the build lock)
+            self.staging = Path(
+                tempfile.mkdtemp(prefix=f".{self.out.name}.staging-", dir=self.out.parent)
+            )
+            self.staging.chmod(0o755)  # mkdtemp's 0700 would hide the site from a web server
         except OSError as exc:
             raise _error(exc, self.staging) from exc
         return self
@@ -48,6 +59,10 @@ class SiteWriter:
             path.unlink(missing_ok=True)
             with open(path, "wb") as fh:
                 fh.write(payload)
+                fh.flush()
+                # The contents must be on disk before the swap publishes them: after a power
+                # loss a renamed-in file must not come back empty.
+                os.fsync(fh.fileno())
         except OSError as exc:
             raise _error(exc, self.out / rel) from exc
         self.written += 1
@@ -77,17 +92,27 @@ class SiteWriter:
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.unlink(missing_ok=True)  # see write(): never write through a hard link
             shutil.copy2(src, dst)
+            _fsync_file(dst)
         except OSError as exc:
             raise _error(exc, self.out / rel) from exc
         self.written += 1
 
     def commit(self) -> None:
-        """Swap the staging tree in: out → .old, staging → out, drop .old."""
+        """Swap the staging tree in, so that ``out`` is the old or the new tree at every instant.
+
+        Where the kernel can exchange two paths atomically (Linux renameat2), a web server serving
+        ``out`` never finds it missing; elsewhere two renames leave it absent for an instant.
+        """
         try:
             _fsync_tree(self.staging)
+            if self.out.exists() and _exchange(self.staging, self.out):
+                shutil.rmtree(self.staging, ignore_errors=True)  # now the previous build
+                _fsync_dir(self.out.parent)
+                return
             if self.out.exists():
                 os.rename(self.out, self.old)
             os.rename(self.staging, self.out)
+            _fsync_dir(self.out.parent)
         except OSError as exc:
             recover(self.out)
             raise _error(exc, self.out) from exc
@@ -104,14 +129,40 @@ def recover(out: Path) -> None:
             os.rename(old, out)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # e.g. a file system without exchange support: fall back to two renames
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    _fsync_file(path)  # a directory opens read-only like a file; fsync persists its entries
+
+
 def _fsync_tree(root: Path) -> None:
     # Directory entries must reach the disk before the rename makes them visible.
     for dirpath, _dirs, _files in os.walk(root):
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_dir(Path(dirpath))
 
 
 def _error(exc: OSError, path: Path) -> PublishError:

@@ -229,7 +229,7 @@ def test_a_full_disk_while_writing_public_leaves_the_previous_site(
         assert ": cannot write: the disk is full" in result.stderr, result.stderr
         assert "hint: the previous output was left untouched" in result.stderr
         assert snapshot(site.root / "public") == before, fail_at
-        assert [p.name for p in site.root.iterdir() if p.name.startswith(".public")] == []
+        assert _leftovers(site.root) == []
     assert fail_at > 6  # at least the changed edition's 3 files and the 3 feeds were covered
     assert result.exit_code == 0, result.output
     after = snapshot(site.root / "public")
@@ -402,8 +402,9 @@ def crash_hook() -> Callable[..., dict[str, str]]:
 
 @pytest.mark.slow
 # The rebuild writes the changed edition's 3 files, then the feeds: crash before the first,
-# after the first, after the edition (before the feeds), and between the two renames of commit.
-@pytest.mark.parametrize("when", ["0", "1", "3", "commit"])
+# after the first, after the edition (before the feeds), right after the atomic exchange of the
+# trees, and (where the exchange is unsupported) between the two renames of the fallback.
+@pytest.mark.parametrize("when", ["0", "1", "3", "exchange", "commit"])
 def test_a_crash_during_build_keeps_the_previous_site(
     site: Config, when: str, crash_hook: Callable[..., dict[str, str]]
 ) -> None:
@@ -415,6 +416,10 @@ def test_a_crash_during_build_keeps_the_previous_site(
     if when == "commit":  # the old tree was moved aside, the new one not yet in place
         assert not (site.root / "public").exists()
         assert snapshot(site.root / ".public.old") == before
+    elif when == "exchange":  # the new tree is in place, the old one not yet removed
+        assert b"First, revised" in snapshot(site.root / "public")["editions/1/index.html"]
+        [old] = site.root.glob(".public.staging-*")
+        assert snapshot(old) == before
     else:
         assert snapshot(site.root / "public") == before
     result = run(site.root, "build")
@@ -422,7 +427,16 @@ def test_a_crash_during_build_keeps_the_previous_site(
     after = snapshot(site.root / "public")
     assert b"First, revised" in after["editions/1/index.html"]
     assert set(after) == set(before)
-    assert [p.name for p in site.root.iterdir() if p.name.startswith(".public")] == []
+    assert _leftovers(site.root) == []
+
+
+def _leftovers(root: Path) -> list[str]:
+    """Staging or old trees a build left beside public/ (the build lock file is meant to stay)."""
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.name.startswith(".public.") and (p.name != ".public.lock")
+    )
 
 
 @pytest.mark.slow

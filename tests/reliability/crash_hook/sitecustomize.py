@@ -13,9 +13,21 @@ def _crash_after(limit):
         os._exit(137)
 
 
-if _writes == "commit":
+if _writes == "exchange":
     import newsletter.publish.writer as _writer
 
+    _real_exchange = _writer._exchange
+
+    def _exchange(a, b):
+        if _real_exchange(a, b):  # the new tree is in, the old one not yet removed
+            os._exit(137)
+        raise RuntimeError("this file system cannot exchange paths: the test needs one")
+
+    _writer._exchange = _exchange
+elif _writes == "commit":
+    import newsletter.publish.writer as _writer
+
+    _writer._exchange = lambda a, b: False  # as on a file system without renameat2 exchange
     _real_rename = os.rename
 
     def _rename(src, dst):
