@@ -188,20 +188,32 @@ def lint_edition(
         _lint_sending(ed, result, now, site)
 
 
+def _largest_part(config: Config, ed: Edition) -> tuple[str, int]:
+    """The file that adds the most HTML to the edition (an issue, or the edition's note)."""
+    parts = [(len(i.body_html.encode("utf-8")), i.path) for i in ed.issues]
+    if ed.note_path:
+        parts.append((len(ed.intro_html.encode("utf-8")), ed.note_path))
+    if not parts:
+        return config.build.issues_dir, 0
+    size, path = max(parts, key=lambda p: (p[0], p[1]))
+    return path, size
+
+
 def _lint_envelope(
     config: Config, rendered: RenderedEdition, result: CheckResult, sources: _Sources, parsed: _Html
 ) -> None:
     ed = rendered.edition
     label = f"edition {ed.number}"
-    where = ed.note_path or (ed.issues[0].path if ed.issues else config.build.issues_dir)
     size = len(rendered.email_html.encode("utf-8"))
     if size > GMAIL_CLIP_BYTES:
+        where, part = _largest_part(config, ed)
         result.add(
             "warning",
             where,
             None,
-            f"{label}: email HTML is {size / 1024:.0f} KB; "
-            "Gmail clips messages over 102 KB (split the edition or shorten it)",
+            f"{label}: email HTML is {size / 1024:.0f} KB; Gmail clips messages over 102 KB "
+            f"(the largest part is this file, {part / 1024:.0f} KB of it: shorten it or move it "
+            "to another edition)",
         )
     if len(ed.subject) > MAX_SUBJECT:
         result.add(
@@ -214,7 +226,8 @@ def _lint_envelope(
     if not ed.preheader.strip():
         result.add("warning", ed.note_path or CONFIG_NAME, None, f"{label}: no preheader")
     if not ed.issues:
-        result.add("error", where, None, f"{label}: edition is empty")
+        empty_at = ed.note_path or config.build.issues_dir
+        result.add("error", empty_at, None, f"{label}: edition is empty")
     if UNSUBSCRIBE_PLACEHOLDER not in parsed.links:
         result.add(
             "error",

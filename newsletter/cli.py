@@ -90,8 +90,9 @@ def build(ctx: click.Context, out: Path | None, drafts: bool) -> None:
     if report.up_to_date:
         click.echo(f"{report.editions} editions, nothing changed: {report.out} is up to date")
         return
+    cached = f"{report.cached} from the render cache, " if report.cached else ""
     click.echo(
-        f"{report.editions} editions: {len(report.rendered)} rendered, "
+        f"{report.editions} editions: {len(report.rendered)} rendered, {cached}"
         f"{report.reused} unchanged → {report.out}"
     )
 
@@ -139,6 +140,9 @@ def editions(ctx: click.Context, as_json: bool, drafts: bool) -> None:
             "end": e.end.isoformat(),
             "items": len(e.issues),
             "state": "open" if e.is_open else "draft" if e.draft else "published",
+            # Exactly the Subject header and preheader that `send` uses (same Edition fields).
+            "subject": e.subject,
+            "preheader": e.preheader,
         }
         for e in grouping.editions
     ]

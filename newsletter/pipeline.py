@@ -32,8 +32,9 @@ class BuildReport:
 
     out: Path
     editions: int = 0
-    rendered: list[int] = field(default_factory=list)
-    reused: int = 0
+    rendered: list[int] = field(default_factory=list)  # written, rendered by this build
+    cached: int = 0  # written from the render cache (e.g. rendered by `check` or `preview`)
+    reused: int = 0  # unchanged: the previous build's files kept
     up_to_date: bool = False
     files_written: int = 0
     files_linked: int = 0
@@ -203,7 +204,12 @@ def _build_locked(
             ):
                 report.reused += 1
                 continue
+            renders_before = len(er.rendered_now)
             rendered = er.render(ed)
+            if len(er.rendered_now) > renders_before:
+                report.rendered.append(ed.number)
+            else:
+                report.cached += 1
             site.write(base + "index.html", rendered.web_html)
             site.write(base + "email.html", rendered.email_html)
             site.write(base + "email.txt", rendered.email_text)
@@ -222,7 +228,7 @@ def _build_locked(
                 site.copy(path, rel)
         site.commit()
         report.files_written, report.files_linked = site.written, site.linked
-    report.rendered = sorted(er.rendered_now)
+    report.rendered.sort()
     save_lock(config, grouping)
     _write_manifest(
         manifest_path,

@@ -100,6 +100,20 @@ def test_email_over_102_kb_is_a_warning(tmp_path: Path) -> None:
     assert int(f.problem.message.split(" is ")[1].split(" KB")[0]) > GMAIL_CLIP_BYTES // 1024
 
 
+def test_the_size_warning_names_the_file_that_makes_the_email_large(tmp_path: Path) -> None:
+    # The big file is neither the first issue of the edition nor the first by name.
+    long = "\n\n".join(f"Paragraph {n}: " + "lorem ipsum dolor sit amet " * 20 for n in range(250))
+    files = {
+        "issues/a-small.md": issue("Small", "2024-04-29", "Short."),
+        "issues/m-big.md": issue("Big", "2024-04-30", long),
+        "issues/z-small.md": issue("Small too", "2024-05-01", "Short too."),
+    }
+    config = make_project(tmp_path, files)
+    f = only(run_checks(config, now=NOW), "Gmail clips")
+    assert f.problem.path == "issues/m-big.md"
+    assert "the largest part is this file, 1" in f.problem.message  # 1xx KB of it
+
+
 def test_image_without_alt_text_names_the_issue_line(tmp_path: Path) -> None:
     config = make_project(
         tmp_path,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import subprocess
@@ -37,6 +39,8 @@ def test_build_editions_and_check(make_project: MakeProject):
             "end": "2024-04-14",
             "items": 1,
             "state": "published",
+            "subject": "Test Digest #1",
+            "preheader": "2024-04-08 to 2024-04-14",
         }
     ]
     code, out, err = run(config.root, "check")
@@ -150,6 +154,46 @@ def test_subscribers_commands_round_trip(make_project: MakeProject, tmp_path: Pa
     assert code == 0
     code, out, _ = run(config.root, "subscribers", "count")
     assert "total\t2" in out
+
+
+def test_editions_json_shows_the_subject_and_preheader_exactly_as_sent(
+    make_project: MakeProject,
+):
+    config = make_project(
+        {
+            "issues/a.md": issue("A", "2024-04-09", url="https://x.org/a"),
+            "editions/2024-W15.md": (
+                '---\nsubject: "Ünïcode & <angles>: a long subject"\n'
+                'preheader: "Über die Präferenzen"\n---\nHello.\n'
+            ),
+        }
+    )
+    code, out, _ = run(config.root, "editions", "--json")
+    assert code == 0
+    [row] = json.loads(out)
+    run(config.root, "subscribers", "add", "ada@example.org")
+    env = {**ENV, "NEWSLETTER_SECRET": "cli-test-secret-0123456789"}
+    sent = CliRunner().invoke(cli, ["-C", str(config.root), "send", "1", "--yes"], env=env)
+    assert sent.exit_code == 0, sent.output
+    [path] = (config.root / "outbox" / "new").iterdir()
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert row["subject"] == str(message["Subject"]) == "Ünïcode & <angles>: a long subject"
+    html = message.get_body(("html",))
+    assert html is not None and row["preheader"] in html.get_content()
+
+
+def test_build_summary_adds_up_after_check_rendered_some_editions(make_project: MakeProject):
+    files = {
+        "issues/a.md": issue("A", "2024-04-09", url="https://x.org/a"),
+        "issues/b.md": issue("B", "2024-04-16", url="https://x.org/b"),
+        "issues/c.md": issue("C", "2024-04-23", url="https://x.org/c"),
+    }
+    config = make_project(files)
+    assert run(config.root, "check")[0] == 0  # renders every edition into the render cache
+    (config.root / "issues" / "d.md").write_text(issue("D", "2024-04-30"), encoding="utf-8")
+    code, out, _ = run(config.root, "build")
+    # Editions 1 and 2 come from check's render cache; 3 gains a "next" link and 4 is new.
+    assert code == 0 and "4 editions: 2 rendered, 2 from the render cache, 0 unchanged" in out
 
 
 def test_send_needs_confirmation_and_reports(make_project: MakeProject):
