@@ -10,7 +10,11 @@ _override: Callable[[], datetime] | None = None
 
 
 def now() -> datetime:
-    """Current time, timezone-aware (UTC unless a test or NEWSLETTER_NOW froze it)."""
+    """Current time, timezone-aware (UTC unless a test or NEWSLETTER_NOW froze it).
+
+    NEWSLETTER_NOW is a documented option (docs/configuration.md): it reproduces a past day's
+    build in a real process, which an in-process ``set_clock`` cannot reach.
+    """
     if _override is not None:
         return _override()
     frozen = os.environ.get("NEWSLETTER_NOW")
