@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from newsletter.cron import cron_trigger
 from newsletter.errors import ConfigError, Problem, located
 
 CONFIG_NAME = "config.toml"
@@ -465,11 +466,9 @@ def parse_config(
     cron = r.str_(t, "schedule", "cron", "")
     if cron:
         try:
-            from newsletter.schedule import cron_trigger
-
             cron_trigger(cron, newsletter.tz)
         except ValueError as exc:
-            r.problem("schedule", "cron", f"invalid cron expression {cron!r}: {exc}")
+            r.problem("schedule", "cron", str(exc))
     schedule = ScheduleSection(
         cron=cron, misfire_grace=r.duration(t, "schedule", "misfire_grace", 6 * 3600.0)
     )

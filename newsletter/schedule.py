@@ -14,13 +14,13 @@ Plain functions over explicit times, so tests drive them with a fixed clock:
 from __future__ import annotations
 
 import logging
-import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import TYPE_CHECKING, Literal
 
+from newsletter import cron as _cron
 from newsletter.config import WEEKDAYS, Config
 from newsletter.errors import ScheduleError
 from newsletter.models import Edition
@@ -34,46 +34,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("newsletter.schedule")
 
 _TICK = timedelta(microseconds=1)
-_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numbering: 0 = Sunday
 _LOOKBACK = tuple(timedelta(days=d) for d in (1 / 12, 2, 9, 32, 367, 8 * 366))
 
 
 # ---- fire times -------------------------------------------------------------------------------
 def cron_trigger(cron: str, tz: tzinfo) -> CronTrigger:
-    """APScheduler's trigger for a 5-field crontab line, with crontab weekday numbers.
-
-    APScheduler 3 counts weekday 0 as Monday where cron counts it as Sunday, so "0 8 * * 1"
-    would fire on Tuesdays; numbers are turned into names (which both agree on) first.
-    """
-    from apscheduler.triggers.cron import CronTrigger
-
-    fields = cron.split()
-    if len(fields) != 5:
-        raise ScheduleError(
-            f"[schedule] cron: {cron!r} must have 5 fields "
-            "(minute hour day-of-month month day-of-week)",
-            hint='e.g. cron = "0 8 * * mon" (Mondays at 08:00)',
-        )
-    fields[4] = ",".join(_weekday_names(part, cron) for part in fields[4].lower().split(","))
+    """The trigger of ``[schedule] cron``; a bad line is a ScheduleError naming the key."""
     try:
-        return CronTrigger.from_crontab(" ".join(fields), timezone=tz)
+        return _cron.cron_trigger(cron, tz)
     except ValueError as exc:
-        raise ScheduleError(f"[schedule] cron: invalid expression {cron!r}: {exc}") from exc
-
-
-def _weekday_names(part: str, cron: str) -> str:
-    base, slash, step = part.partition("/")
-    m = re.fullmatch(r"(\*)|(\d+)(?:-(\d+))?", base)
-    if not m or (base == "*" and not slash) or (slash and not step.isdigit()):
-        return part  # names ("mon-fri") and anything APScheduler should judge itself
-    lo, hi = (0, 6) if m[1] else (int(m[2]), int(m[3] or (7 if slash else m[2])))
-    if hi > 7 or lo > hi or (slash and int(step) == 0):
-        raise ScheduleError(
-            f"[schedule] cron: weekday {part!r} in {cron!r} is out of range",
-            hint="weekdays are 0-7 (0 and 7 = Sunday) or sun, mon, … sat",
-        )
-    days = sorted({d % 7 for d in range(lo, hi + 1, int(step or 1))})
-    return ",".join(_DAY_NAMES[d] for d in days)
+        raise ScheduleError(f"[schedule] cron: {exc}", hint=_cron.HINT) from exc
 
 
 def _iter_fires(cron: str, tz: tzinfo, start: datetime, end: datetime) -> Iterator[datetime]:

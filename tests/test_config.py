@@ -99,3 +99,44 @@ def test_line_breaks_in_header_strings_are_refused(tmp_path: Path):
     )
     with pytest.raises(ConfigError, match="line breaks"):
         load_config(root, environ={})
+
+
+def test_a_bad_cron_line_is_one_located_problem_among_the_others(tmp_path: Path):
+    # A ScheduleError once escaped validation here: the other problems were lost, with no line.
+    text = """[newsletter]
+title = "T"
+base_url = "https://x.org"
+timezone = "Mars/Olympus"
+
+[editions]
+group_by = "fortnight"
+
+[schedule]
+cron = "0 8 * * 9"
+misfire_grace = "soon"
+"""
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), environ={})
+    assert [str(p) for p in info.value.problems] == [
+        "config.toml:4: [newsletter] timezone: unknown IANA time zone 'Mars/Olympus'",
+        "config.toml:7: [editions] group_by: must be one of week, month, issue, explicit; "
+        "got 'fortnight'",
+        "config.toml:10: [schedule] cron: weekday '9' in '0 8 * * 9' is out of range",
+        'config.toml:11: [schedule] misfire_grace: must be a duration such as "30m", "6h" or "1d"',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cron", "reason"),
+    [
+        ("0 8 * *", "'0 8 * *' must have 5 fields"),
+        ("61 8 * * mon", "invalid expression '61 8 * * mon'"),
+        ("0 8 * * 3-1", "weekday '3-1' in '0 8 * * 3-1' is out of range"),
+    ],
+)
+def test_cron_problems_name_the_key_and_the_line(tmp_path: Path, cron: str, reason: str):
+    text = f'[newsletter]\ntitle = "T"\nbase_url = "https://x.org"\n[schedule]\ncron = "{cron}"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), environ={})
+    [problem] = info.value.problems
+    assert str(problem).startswith(f"config.toml:5: [schedule] cron: {reason}")
