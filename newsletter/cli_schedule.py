@@ -86,7 +86,7 @@ def schedule(ctx: click.Context, once: bool, list_: bool, count: int, quiet: boo
 
     with _log_to_stderr(quiet), graceful_stop() as stop:
         if once:
-            from newsletter.schedule_runner import run_due
+            from newsletter.schedule.runner import run_due
 
             summary = run_due(config, stop=stop)
             if not summary.ok:
@@ -96,7 +96,7 @@ def schedule(ctx: click.Context, once: bool, list_: bool, count: int, quiet: boo
                     "retry; the ledger resumes a send where it stopped",
                 )
         else:
-            from newsletter.schedule_runner import run_forever
+            from newsletter.schedule.runner import run_forever
 
             run_forever(config, stop=stop)
 
@@ -104,8 +104,8 @@ def schedule(ctx: click.Context, once: bool, list_: bool, count: int, quiet: boo
 def _print_upcoming(config: Any, count: int) -> None:
     from newsletter import clock
     from newsletter.deliver.send import open_state
-    from newsletter.schedule import human, local_time, plural, require_cron, upcoming
-    from newsletter.schedule_state import FireLog
+    from newsletter.schedule.decisions import human, local_time, plural, require_cron, upcoming
+    from newsletter.schedule.firelog import FireLog
     from newsletter.state.ledger import Ledger
 
     cron = require_cron(config)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from newsletter.cron import cron_trigger
 from newsletter.errors import ConfigError, Problem, located
+from newsletter.schedule.cron import cron_trigger
 
 CONFIG_NAME = "config.toml"
 ENV_PREFIX = "NEWSLETTER_"

@@ -10,7 +10,7 @@ import pytest
 from newsletter.deliver.send import open_state
 from newsletter.errors import ScheduleError
 from newsletter.pipeline import load_and_group
-from newsletter.schedule import (
+from newsletter.schedule.decisions import (
     due_edition,
     fire_times,
     missed_run,

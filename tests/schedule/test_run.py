@@ -21,13 +21,13 @@ from newsletter.config import Config, load_config
 from newsletter.deliver.send import open_state, plan_send, send_edition
 from newsletter.errors import PublishError, ScheduleError
 from newsletter.pipeline import load_and_group
-from newsletter.schedule_runner import (
+from newsletter.schedule.firelog import FireLog, LeaseKeeper
+from newsletter.schedule.runner import (
     current_scheduler,
     run_due,
     run_forever,
     run_publish_command,
 )
-from newsletter.schedule_state import FireLog, LeaseKeeper
 from newsletter.senders.base import Message, Result
 from newsletter.senders.memory import MemorySender
 from newsletter.state import subscribers
@@ -359,7 +359,7 @@ def test_foreground_scheduler_job_fires_and_stops_cleanly(project, at) -> None: 
             job.misfire_grace_time,
             job.coalesce,
             job.max_instances,
-        ) == ("newsletter.schedule_runner:scheduled_job", (str(cfg.root),), 21600, True, 1)
+        ) == ("newsletter.schedule.runner:scheduled_job", (str(cfg.root),), 21600, True, 1)
         # APScheduler computes the wake-up from the real clock: a Monday, 08:00 local time.
         assert job.next_run_time.strftime("%a %H:%M %Z") == "Mon 08:00 CST"
         with open_state(cfg) as db, db.connect() as conn:  # the job store is the state db

@@ -19,7 +19,7 @@ from newsletter import clock
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, PublishError, ScheduleError
 from newsletter.models import Edition
-from newsletter.schedule import (
+from newsletter.schedule.decisions import (
     Decision,
     human,
     local_time,
@@ -30,7 +30,7 @@ from newsletter.schedule import (
     require_cron,
     resume_decision,
 )
-from newsletter.schedule_state import FireLog, LeaseKeeper
+from newsletter.schedule.firelog import FireLog, LeaseKeeper
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.blocking import BlockingScheduler
@@ -43,7 +43,7 @@ log = logging.getLogger("newsletter.schedule")
 
 PUBLISH_TIMEOUT = 900.0  # seconds the [publish] command may take
 JOB_ID = "newsletter-send"
-JOB_FUNC = "newsletter.schedule_runner:scheduled_job"  # a reference: the job store pickles it
+JOB_FUNC = "newsletter.schedule.runner:scheduled_job"  # a reference: the job store pickles it
 JOBS_TABLE = "apscheduler_jobs"
 
 
@@ -499,7 +499,7 @@ def run_forever(
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     from newsletter.deliver.send import open_state
-    from newsletter.schedule import cron_trigger, next_fire
+    from newsletter.schedule.decisions import cron_trigger, next_fire
 
     cron, tz = require_cron(config), config.newsletter.tz
     grace = config.schedule.misfire_grace

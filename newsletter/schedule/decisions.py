@@ -8,7 +8,7 @@ Plain functions over explicit times, so tests drive them with a fixed clock:
 - ``pick_edition`` / ``due_edition``: the latest edition that closed since the previous fire,
   unless already sent; an interrupted send of it is resumed; an empty period sends nothing.
 
-``schedule_runner.run_due`` acts on them; ``schedule_state`` keeps the fires and the lease.
+``runner.run_due`` acts on them; ``firelog`` keeps the fires and the lease.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import TYPE_CHECKING, Literal
 
-from newsletter import cron as _cron
 from newsletter.config import WEEKDAYS, Config
 from newsletter.errors import ScheduleError
 from newsletter.models import Edition
+from newsletter.schedule import cron as _cron
 
 if TYPE_CHECKING:
     from apscheduler.triggers.cron import CronTrigger
