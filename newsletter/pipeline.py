@@ -149,7 +149,7 @@ def build(
     """
     out = (out or config.out_dir).resolve()
     _refuse_project_folders(config, out)
-    with build_lock(out, on_wait=on_wait or progress):
+    with build_lock(config.state_dir, out, on_wait=on_wait or progress):
         return _build_locked(config, out, drafts, now, progress)
 
 
