@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+import os
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,15 @@ def issue(title: str, date: str, body: str = "Some **text**.", **fields: str) ->
 
 
 MakeProject = Callable[..., Config]
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's NEWSLETTER_* variables (a real secret, NEWSLETTER_NOW, overrides of any
+    config key) must never reach a test: each test sets what it needs (after httpx)."""
+    for name in list(os.environ):
+        if name.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture

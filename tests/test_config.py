@@ -140,3 +140,11 @@ def test_cron_problems_name_the_key_and_the_line(tmp_path: Path, cron: str, reas
         load_config(_write(tmp_path, text), environ={})
     [problem] = info.value.problems
     assert str(problem).startswith(f"config.toml:5: [schedule] cron: {reason}")
+
+
+def test_the_developers_environment_never_reaches_a_test() -> None:
+    # tests/conftest.py's autouse clean_environ: run the suite with NEWSLETTER_SENDER__KIND=smtp
+    # exported and this still holds.
+    import os
+
+    assert [k for k in os.environ if k.startswith("NEWSLETTER_")] == []
