@@ -1,17 +1,18 @@
-"""A named, expiring lease in the state database: at most one live scheduler at a time."""
+"""A named, expiring lease in the state database: at most one live holder at a time.
+
+Only the mechanism lives here; the scheduler's LeaseKeeper (schedule/firelog.py) says what a
+refusal means to the user, so that message is written once.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 from sqlalchemy import delete, or_, select, update
 
 from newsletter import clock
-from newsletter.errors import ScheduleError
 from newsletter.state.db import Database
 from newsletter.state.schema import leases
 
@@ -92,20 +93,3 @@ class Lease:
                 select(leases.c.holder, leases.c.expires_at).where(leases.c.name == self.name)
             ).first()
         return None if row is None else (row.holder, row.expires_at)
-
-    def __enter__(self) -> Self:
-        if not self.acquire():
-            held = self.current()
-            who, until = held if held else ("another process", clock.now())
-            raise ScheduleError(
-                f"another scheduler holds the lease {self.name!r} ({who}) until "
-                f"{until.isoformat(timespec='seconds')}",
-                hint="stop the other scheduler, or wait: an abandoned lease is taken over "
-                "once it expires",
-            )
-        return self
-
-    def __exit__(
-        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import pytest
 
 from newsletter.clock import FixedClock
-from newsletter.errors import ScheduleError
 from newsletter.state import Database, Lease, open_database
 
 
@@ -40,22 +39,6 @@ def test_release_frees_it_at_once(db: Database, fixed_clock: FixedClock) -> None
     a.release()
     assert a.current() is None
     assert b.acquire()
-
-
-def test_context_manager_raises_schedule_error_naming_the_holder(
-    db: Database, fixed_clock: FixedClock
-) -> None:
-    with Lease(db, "scheduler", "host-a:1", 600):
-        with pytest.raises(ScheduleError) as info, Lease(db, "scheduler", "host-b:2", 600):
-            pytest.fail("entered a lease held by someone else")
-        assert info.value.message == (
-            "another scheduler holds the lease 'scheduler' "
-            "(host-a:1) until 2024-05-01T12:10:00+00:00"
-        )
-        assert info.value.hint is not None and "taken over once it expires" in info.value.hint
-    # Released on exit: the other one gets it now.
-    with Lease(db, "scheduler", "host-b:2", 600) as lease:
-        assert lease.current() == ("host-b:2", fixed_clock.at.replace(minute=10))
 
 
 def test_different_names_are_independent(db: Database) -> None:
