@@ -47,15 +47,25 @@ def _week_start(day: date, config: Config) -> date:
     return day - timedelta(days=(day.weekday() - first) % 7)
 
 
+def calendar_period(day: date, config: Config) -> tuple[date, date]:
+    """The week or month (per ``group_by``) that contains ``day``: the one calendar rule that
+    grouping and the scheduler share. Only for ``group_by`` week or month."""
+    if config.editions.group_by == "week":
+        start = _week_start(day, config)
+        return start, start + timedelta(days=6)
+    first = day.replace(day=1)
+    return first, first.replace(day=calendar.monthrange(first.year, first.month)[1])
+
+
+def closes_at(end: date, config: Config) -> datetime:
+    """When a period ending on ``end`` stops collecting issues: the midnight after it, local."""
+    return datetime.combine(end + timedelta(days=1), time(), tzinfo=config.newsletter.tz)
+
+
 def _period(key: str, issues: Sequence[Issue], config: Config) -> tuple[date, date]:
     days = [i.date.astimezone(config.newsletter.tz).date() for i in issues]
-    rule = config.editions.group_by
-    if rule == "week":
-        start = _week_start(min(days), config)
-        return start, start + timedelta(days=6)
-    if rule == "month":
-        first = min(days).replace(day=1)
-        return first, first.replace(day=calendar.monthrange(first.year, first.month)[1])
+    if config.editions.group_by in ("week", "month"):
+        return calendar_period(min(days), config)
     return min(days), max(days)
 
 
@@ -92,15 +102,13 @@ def group(
     if problems:
         raise located(problems, "issue files", ContentError)
 
-    tz = config.newsletter.tz
     spans: dict[str, tuple[date, date]] = {}
     open_keys: set[str] = set()
+    by_calendar = config.editions.group_by in ("week", "month")
     for key, members in buckets.items():
         spans[key] = _period(key, members, config)
-        if config.editions.group_by in ("week", "month"):
-            closes = datetime.combine(spans[key][1] + timedelta(days=1), time(), tzinfo=tz)
-            if now < closes:
-                open_keys.add(key)
+        if by_calendar and now < closes_at(spans[key][1], config):
+            open_keys.add(key)
     if not drafts:
         for key in open_keys:
             del buckets[key]

@@ -17,10 +17,12 @@ import logging
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Literal
 
-from newsletter.config import WEEKDAYS, Config
+from newsletter.config import Config
+from newsletter.editions import calendar_period
+from newsletter.editions import closes_at as period_closes
 from newsletter.errors import ScheduleError
 from newsletter.models import Edition
 from newsletter.schedule import cron as _cron
@@ -186,9 +188,7 @@ def closes_at(edition: Edition, config: Config) -> datetime:
     """When an edition stops collecting issues: the midnight after its week or month ends;
     a one-per-issue or explicit edition is complete at its newest issue's date."""
     if config.editions.group_by in ("week", "month"):
-        return datetime.combine(
-            edition.end + timedelta(days=1), time(), tzinfo=config.newsletter.tz
-        )
+        return period_closes(edition.end, config)
     return edition.date
 
 
@@ -247,18 +247,12 @@ def due_edition(
 
 def _nothing_closed(config: Config, since: datetime | None, until: datetime) -> str:
     rule = config.editions.group_by
-    day = until.astimezone(config.newsletter.tz).date()
-    if rule == "week":
-        start = day - timedelta(
-            days=(day.weekday() - WEEKDAYS.index(config.editions.week_start)) % 7
-        )
-        period: tuple[date, date] = (start - timedelta(days=7), start - timedelta(days=1))
-    elif rule == "month":
-        end = day.replace(day=1) - timedelta(days=1)
-        period = (end.replace(day=1), end)
-    else:
+    if rule not in ("week", "month"):
         return f"no new edition since {local_time(since, config) if since else 'ever'}"
-    closed = datetime.combine(period[1] + timedelta(days=1), time(), tzinfo=config.newsletter.tz)
+    # The last period that has ended: the one before the period containing "until".
+    current = calendar_period(until.astimezone(config.newsletter.tz).date(), config)
+    period = calendar_period(current[0] - timedelta(days=1), config)
+    closed = period_closes(period[1], config)
     if since is not None and closed <= since:
         return f"no {rule} closed since the previous fire ({local_time(since, config)})"
     return f"the {rule} {period[0]} – {period[1]} has no published issues: nothing to send"
